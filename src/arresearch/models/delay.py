@@ -1,0 +1,640 @@
+"""The payment-delay model: who pays late, and when open invoices will be paid.
+
+Model (documented in ``docs/models.md``). For invoice i of customer c in
+segment s, the latent time to pay T (days; days_to_pay = ceil(T)) is
+log-normal when the early-payment discount is not taken::
+
+    log T_i = log 30 + theta_c + beta_terms * log(terms_i / 30)
+              + beta_disc_s * offered_i + beta_disp * disputed_i
+              + beta_method[method_i] + beta_channel[channel_i]
+              + (a_s + g_c) * cos(2 pi month_i / 12) + (b_s + h_c) * sin(2 pi month_i / 12)
+              + eps_i,   eps_i ~ Normal(0, sigma_s)
+
+    theta_c ~ Normal(alpha_s, tau_s)       customers partially pooled within segment
+    alpha_s ~ Normal(alpha_0, tau_alpha)   segments partially pooled
+    (g_c, h_c) ~ Normal(0, tau_season)     only customers whose history supports it
+
+On an offered invoice the customer takes the discount with probability
+``logit^-1(k_s + v_c)`` and then pays inside the discount window (the
+"hurdle" likelihood); otherwise the log-normal above applies. Paid invoices
+enter through per-customer sufficient statistics (n, X'X, X'y, y'y with
+y = log(days_to_pay - 0.5)), which is exact for a Gaussian likelihood, so the
+cost of a gradient grows with customers x covariates, not with invoices.
+Open invoices are right-censored at their age: log P(T > age).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.special import expit, ndtr, ndtri
+
+from ..ledger import as_of_of
+from .sampling import (ConvergenceError, Diagnostics, FitSettings, cache_key, check_convergence,
+                       data_hash, sample_cached)
+
+__all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
+           "customer_risk", "open_invoice_forecast", "seasonal_payers", "coef_draws",
+           "pointwise_loglik", "MODEL_VERSION"]
+
+MODEL_VERSION = "delay-1"
+LOG30 = np.log(30.0)
+CENTRED_MIN_INVOICES = 10  # customers with at least this many paid invoices get a centred effect
+SEASON_MIN_INVOICES = 24
+SEASON_MIN_SPAN_DAYS = 365
+HORIZON_DAYS = 365
+
+
+def _mode(s: pd.Series):
+    m = s.mode()
+    return m.iloc[0] if len(m) else s.iloc[0]
+
+
+@dataclass
+class DelayData:
+    """Everything the model sees, as arrays; built once from a prepared ledger."""
+
+    as_of: pd.Timestamp
+    customers: pd.Index
+    segments: pd.Index
+    cust_seg: np.ndarray
+    features: list[str]
+    methods: list[str]  # non-reference method levels
+    channels: list[str]
+    method_ref: str
+    channel_ref: str
+    # paid, discount not taken: per-customer sufficient statistics
+    n: np.ndarray
+    G: np.ndarray
+    h: np.ndarray
+    q: np.ndarray
+    # open invoices (right-censored)
+    Xc: np.ndarray
+    cens_cust: np.ndarray
+    cens_log_age: np.ndarray
+    cens_open_idx: np.ndarray  # row positions in ledger
+    # discount take-up per customer
+    n_offered: np.ndarray
+    n_taken: np.ndarray
+    season_eligible: np.ndarray
+    stopped: np.ndarray
+    hurdle: bool
+    # per invoice design (for pointwise log-lik, predictive checks)
+    X: np.ndarray
+    inv_cust: np.ndarray
+    y: np.ndarray  # log(days_to_pay - 0.5); nan when open
+    taken: np.ndarray
+    offered: np.ndarray
+    discount_days: np.ndarray
+    next_X: np.ndarray  # the customer's "next invoice" design row
+    next_terms: np.ndarray
+    xbar: np.ndarray  # (C, K) customer means of the design columns (column 0 is 0)
+    ledger: pd.DataFrame = field(repr=False)
+
+    @property
+    def K(self) -> int:
+        return len(self.features) + 1
+
+    def digest(self) -> str:
+        return data_hash(self.G, self.h, self.xbar, self.q, self.n, self.Xc, self.cens_log_age, self.n_offered,
+                         self.n_taken, self.cust_seg, np.asarray(self.customers, dtype=str).astype("S"),
+                         self.season_eligible, self.stopped)
+
+
+def design_matrix(df: pd.DataFrame, methods: list[str], channels: list[str]) -> np.ndarray:
+    """Rows [1, covariates...] in the order of ``DelayData.features``."""
+    m = df["month"].to_numpy(float)
+    cols = [np.ones(len(df)), np.log(df["terms_days"].to_numpy(float).clip(1) / 30.0),
+            df["discount_offered"].to_numpy(float), df["disputed"].to_numpy(float)]
+    cols += [(df["payment_method"] == lvl).to_numpy(float) for lvl in methods]
+    cols += [(df["billing_channel"] == lvl).to_numpy(float) for lvl in channels]
+    cols += [np.cos(2 * np.pi * m / 12), np.sin(2 * np.pi * m / 12)]
+    return np.column_stack(cols)
+
+
+def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying_days: int = 120) -> DelayData:
+    """Turn a prepared ledger into model arrays.
+
+    Parameters
+    ----------
+    ledger : DataFrame
+        From :func:`arresearch.ledger.prepare_ledger` (carries the as-of date).
+    hurdle : bool
+        Model discount take-up separately (True) or let the log-normal absorb it.
+    stopped_paying_days : int
+        A customer with open past-due invoices and no payment in this many days
+        is flagged as having stopped paying; its open invoices are left out of
+        the likelihood (a default process, not a delay) and reported separately.
+    """
+    as_of = as_of_of(ledger)
+    df = ledger
+    if df.empty:
+        raise ValueError("the ledger has no invoices at the as-of date")
+    cust_seg_s = df.groupby("customer_id")["segment"].agg(_mode)
+    customers = pd.Index(cust_seg_s.index, name="customer")
+    segments = pd.Index(sorted(cust_seg_s.unique()), name="segment")
+    cust_seg = segments.get_indexer(cust_seg_s.values)
+    inv_cust = customers.get_indexer(df["customer_id"])
+
+    def levels(col):
+        counts = df[col].value_counts()
+        preferred = {"payment_method": "ach", "billing_channel": "electronic"}[col]
+        ref = preferred if preferred in counts.index else counts.index[0]
+        return ref, sorted(lvl for lvl in counts.index if lvl != ref)
+
+    method_ref, methods = levels("payment_method")
+    channel_ref, channels = levels("billing_channel")
+    features = (["log_terms", "discount", "disputed"] + [f"method[{m}]" for m in methods]
+                + [f"channel[{c}]" for c in channels] + ["season_cos", "season_sin"])
+    X = design_matrix(df, methods, channels)
+    C, K = len(customers), X.shape[1]
+
+    is_open = df["is_open"].to_numpy()
+    dtp = df["days_to_pay"].to_numpy(dtype=float, na_value=np.nan)
+    y = np.where(is_open, np.nan, np.log(np.clip(dtp, 1, None) - 0.5))
+    offered = df["discount_offered"].to_numpy()
+    ddays = df["discount_days"].to_numpy(float)
+    taken = offered & ~is_open & (dtp <= ddays)
+
+    # stopped paying: open past due and no payment in the last N days
+    last_paid = df.groupby("customer_id")["paid_date"].max().reindex(customers)
+    open_pd = df[df["is_open"] & (df["days_past_due"] > 0)].groupby("customer_id").size().reindex(customers).fillna(0)
+    stopped = ((open_pd > 0) & ((last_paid.isna()) | (as_of - last_paid).dt.days.gt(stopped_paying_days))).to_numpy()
+
+    in_normal = ~is_open & ~(hurdle & taken)
+    n = np.bincount(inv_cust[in_normal], minlength=C).astype(float)
+    G = np.zeros((C, K, K))
+    h = np.zeros((C, K))
+    q = np.zeros(C)
+    Xn, yn, cn = X[in_normal], y[in_normal], inv_cust[in_normal]
+    np.add.at(G, cn, Xn[:, :, None] * Xn[:, None, :])
+    np.add.at(h, cn, Xn * yn[:, None])
+    np.add.at(q, cn, yn ** 2)
+
+    age = df["age_days"].to_numpy(float)
+    cens = is_open & (age >= 1) & ~stopped[inv_cust]
+    if hurdle:
+        # an offered invoice still inside its discount window may yet be taken: leave it out
+        cens &= ~(offered & (age <= ddays))
+    n_offered = np.bincount(inv_cust[offered & (~is_open | (age > ddays))], minlength=C).astype(float)
+    n_taken = np.bincount(inv_cust[taken], minlength=C).astype(float)
+
+    first = df.groupby("customer_id")["invoice_date"].min().reindex(customers)
+    span = (as_of - first).dt.days.to_numpy()
+    season_eligible = (n >= SEASON_MIN_INVOICES) & (span >= SEASON_MIN_SPAN_DAYS)
+
+    # the customer's next invoice: usual terms, method, channel; no discount, no dispute; next month
+    usual = df.groupby("customer_id").agg(terms_days=("terms_days", _mode), payment_method=("payment_method", _mode),
+                                          billing_channel=("billing_channel", _mode)).reindex(customers)
+    usual["discount_offered"] = False
+    usual["disputed"] = False
+    usual["month"] = (as_of + pd.DateOffset(months=1)).month
+    next_X = design_matrix(usual, methods, channels)
+
+    xbar = np.zeros((C, K))
+    np.add.at(xbar, inv_cust, X)
+    xbar /= np.bincount(inv_cust, minlength=C)[:, None]
+    xbar[:, 0] = 0.0
+
+    return DelayData(
+        as_of=as_of, xbar=xbar, customers=customers, segments=segments, cust_seg=cust_seg, features=features,
+        methods=methods, channels=channels, method_ref=method_ref, channel_ref=channel_ref,
+        n=n, G=G, h=h, q=q, Xc=X[cens], cens_cust=inv_cust[cens], cens_log_age=np.log(age[cens]),
+        cens_open_idx=np.flatnonzero(cens), n_offered=n_offered, n_taken=n_taken,
+        season_eligible=season_eligible, stopped=stopped, hurdle=hurdle, X=X, inv_cust=inv_cust, y=y,
+        taken=taken, offered=offered, discount_days=ddays, next_X=next_X,
+        next_terms=usual["terms_days"].to_numpy(float), ledger=ledger,
+    )
+
+
+def _coefs(xp, p: dict, d: DelayData):
+    """Per-customer coefficient matrix (..., C, K) from parameters; xp is numpy or pytensor.tensor.
+
+    Parameters carry a leading sample axis under numpy (shape (S, ...)), none under pytensor.
+    """
+    seg = d.cust_seg
+    C = len(d.customers)
+    if xp is np:
+        S = p["theta"].shape[0]
+        ones = np.ones((S, C))
+
+        def col(v):  # global scalar (S,) -> (S, C)
+            return v[:, None] * ones
+
+        def segcol(v):  # (S, n_seg) -> (S, C)
+            return v[:, seg]
+
+        stack = lambda cols: np.stack(cols, axis=-1)  # noqa: E731
+    else:
+        ones = xp.ones(C)
+        col = lambda v: v * ones  # noqa: E731
+        segcol = lambda v: v[seg]  # noqa: E731
+        stack = lambda cols: xp.stack(cols, axis=-1)  # noqa: E731
+    cols = [col(p["beta_terms"]), segcol(p["beta_disc"]), col(p["beta_disp"])]
+    for j in range(len(d.methods)):
+        cols.append(col(p["beta_method"][..., j]))
+    for j in range(len(d.channels)):
+        cols.append(col(p["beta_channel"][..., j]))
+    cols += [segcol(p["season_a"]) + p["season_g"][..., 0], segcol(p["season_b"]) + p["season_g"][..., 1]]
+    slopes = stack(cols)  # (..., C, K-1)
+    shift = (slopes * d.xbar[:, 1:]).sum(axis=-1)
+    if "theta" not in p:  # building the model: the slopes and the shift of the customer mean
+        return slopes, shift
+    intercept = p["theta"] - shift
+    if xp is np:
+        return np.concatenate([intercept[..., None], slopes], axis=-1)
+    return xp.concatenate([intercept[:, None], slopes], axis=1)
+
+
+def _mixed_normal(pm, pt, name: str, mean, sd, n_obs: np.ndarray, dims: str, min_centred: int):
+    """Group values with a centred parameterisation where a group has data, non-centred elsewhere.
+
+    Groups with ``n_obs >= min_centred`` get ``x ~ Normal(mean, sd)`` (hierarchical
+    centring: the group mean is not traded off against the effects); the rest get
+    ``x = mean + z * sd`` with ``z ~ Normal(0, 1)``, which avoids the funnel where the
+    data say little. ``mean`` and ``sd`` are tensors over all groups.
+    """
+    big = np.flatnonzero(n_obs >= min_centred)
+    small = np.flatnonzero(n_obs < min_centred)
+    out = pt.zeros(len(n_obs))
+    if len(big):
+        xc = pm.Normal(f"{name}_centred", mean[big], sd[big], shape=len(big))
+        out = pt.set_subtensor(out[big], xc)
+    if len(small):
+        z = pm.Normal(f"{name}_z", 0.0, 1.0, shape=len(small))
+        out = pt.set_subtensor(out[small], mean[small] + z * sd[small])
+    return pm.Deterministic(name, out, dims=dims)
+
+
+def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
+    """The PyMC model (a ``pm.Model``) for prepared delay data."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    coords = {"segment": list(d.segments), "customer": list(d.customers), "method": d.methods,
+              "channel": d.channels, "harmonic": ["cos", "sin"]}
+    seg = d.cust_seg
+    with pm.Model(coords=coords) as model:
+        alpha_0 = pm.Normal("alpha_0", 0.2, 0.5)
+        tau_alpha = pm.HalfNormal("tau_alpha", 0.3)
+        alpha = pm.Normal("alpha", alpha_0, tau_alpha, dims="segment")
+        tau = pm.HalfNormal("tau", 0.3, dims="segment")
+        sigma = pm.HalfNormal("sigma", 0.5, dims="segment")
+        beta_terms = pm.Normal("beta_terms", 0.8, 0.5)
+        disc_0 = pm.Normal("beta_disc_0", 0.0, 0.3)
+        tau_disc = pm.HalfNormal("tau_disc", 0.2)
+        n_off_seg = np.bincount(seg, weights=d.n_offered, minlength=len(d.segments))
+        ones_s = pt.ones(len(d.segments))
+        # non-centred: segments differ little in this slope (tau_disc is small next to each
+        # segment's posterior sd), the textbook funnel for a centred parameterisation
+        beta_disc = _mixed_normal(pm, pt, "beta_disc", ones_s * disc_0, ones_s * tau_disc, n_off_seg, "segment",
+                                  np.inf)
+        beta_disp = pm.Normal("beta_disp", 0.3, 0.5)
+        beta_method = pm.Normal("beta_method", 0.0, 0.3, dims="method")
+        beta_channel = pm.Normal("beta_channel", 0.0, 0.3, dims="channel")
+        season_a = pm.Normal("season_a", 0.0, 0.2, dims="segment")
+        season_b = pm.Normal("season_b", 0.0, 0.2, dims="segment")
+        elig = np.flatnonzero(d.season_eligible)
+        g = pt.zeros((len(d.customers), 2))
+        if len(elig):
+            tau_season = pm.HalfNormal("tau_season", 0.2)
+            z_season = pm.Normal("season_z", 0.0, 1.0, shape=(len(elig), 2))
+            g = pt.set_subtensor(g[elig], z_season * tau_season)
+        season_g = pm.Deterministic("season_g", g, dims=("customer", "harmonic"))
+        p = dict(beta_terms=beta_terms, beta_disc=beta_disc, beta_disp=beta_disp,
+                 beta_method=beta_method, beta_channel=beta_channel, season_a=season_a, season_b=season_b,
+                 season_g=season_g)
+        slopes, shift = _coefs(pt, p, d)
+        # customer effects are centred on the segment mean plus what the customer's own covariate mix
+        # implies (Mundlak-style): a habit such as paying by check is then not traded off against the
+        # customer's intercept, which keeps the posterior geometry simple.
+        theta = _mixed_normal(pm, pt, "theta", alpha[seg] + shift, tau[seg], d.n, "customer", min_centred)
+        b = pt.concatenate([(theta - shift)[:, None], slopes], axis=1)  # (C, K)
+        b0 = pt.set_subtensor(b[:, 0], b[:, 0] + LOG30)
+        sig_c = sigma[seg]
+        # exact Gaussian log-likelihood from sufficient statistics
+        ss = d.q - 2 * (b0 * d.h).sum(axis=1) + (b0[:, :, None] * d.G * b0[:, None, :]).sum(axis=(1, 2))
+        pm.Potential("paid_loglik", (-d.n * pt.log(sig_c) - ss / (2 * sig_c ** 2)).sum())
+        if len(d.cens_cust):
+            mu_c = (d.Xc * b0[d.cens_cust]).sum(axis=1)
+            cens = pm.logccdf(pm.Normal.dist(mu_c, sigma[seg[d.cens_cust]]), d.cens_log_age)
+            pm.Potential("open_censored", cens.sum())
+        if d.hurdle:
+            k_0 = pm.Normal("takeup_0", -1.0, 1.5)
+            tau_k = pm.HalfNormal("tau_takeup_seg", 1.0)
+            # non-centred: a segment never offered the discount has only the prior to go on
+            k = pm.Deterministic("takeup_seg", k_0 + tau_k * pm.Normal("takeup_seg_z", 0.0, 1.0, dims="segment"),
+                                 dims="segment")
+            tau_v = pm.HalfNormal("tau_takeup", 1.0)
+            offered_c = np.flatnonzero(d.n_offered > 0)
+            if len(offered_c):
+                v = pm.Normal("takeup_z", 0.0, 1.0, shape=len(offered_c)) * tau_v
+                pm.Binomial("taken", n=d.n_offered[offered_c], p=pm.math.sigmoid(k[seg[offered_c]] + v),
+                            observed=d.n_taken[offered_c])
+    return model
+
+
+_PARAMS = ["theta", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel", "season_a",
+           "season_b", "season_g"]
+
+
+def _draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> dict:
+    """Posterior arrays with chain and draw flattened into one sample axis."""
+    out = {}
+    for name in _PARAMS + ["sigma"]:
+        if name not in post:
+            raise KeyError(f"posterior lacks {name}")
+        da = post[name].stack(sample=("chain", "draw")).transpose("sample", ...)
+        out[name] = da.values[::thin]
+    if len(d.methods) == 0:
+        out["beta_method"] = np.zeros((out["theta"].shape[0], 0))
+    return out
+
+
+def coef_draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-customer coefficients (S, C, K), log-scale intercept included, and sigma per customer (S, C)."""
+    p = _draws(post, d, thin)
+    b = _coefs(np, p, d)
+    b[..., 0] += LOG30
+    return b, p["sigma"][:, d.cust_seg]
+
+
+def takeup_draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> np.ndarray | None:
+    """Per-customer discount take-up probability (S, C); customers never offered get their segment's."""
+    if not d.hurdle or "takeup_seg" not in post:
+        return None
+    k = post["takeup_seg"].stack(sample=("chain", "draw")).transpose("sample", ...).values[::thin]
+    logit = k[:, d.cust_seg].copy()
+    if "takeup_z" in post:
+        z = post["takeup_z"].stack(sample=("chain", "draw")).transpose("sample", ...).values[::thin]
+        tv = post["tau_takeup"].stack(sample=("chain", "draw")).values[::thin]
+        logit[:, np.flatnonzero(d.n_offered > 0)] += z * tv[:, None]
+    return expit(logit)
+
+
+@dataclass
+class DelayFit:
+    """A fitted payment-delay model: data, posterior, diagnostics, settings, timings."""
+
+    data: DelayData
+    idata: xr.DataTree
+    diagnostics: Diagnostics
+    settings: FitSettings
+    timings: dict
+    key: str
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        return self.idata["posterior"].dataset
+
+    def summary(self) -> dict:
+        return {"model": MODEL_VERSION, "as_of": str(self.data.as_of.date()), "cache_key": self.key,
+                "settings": self.settings.__dict__, "diagnostics": self.diagnostics.as_dict(),
+                "timings_seconds": self.timings, "n_customers": len(self.data.customers),
+                "n_segments": len(self.data.segments), "n_paid_in_lognormal": int(self.data.n.sum()),
+                "n_open_censored": int(len(self.data.cens_cust)), "n_taken": int(self.data.n_taken.sum()),
+                "n_offered": int(self.data.n_offered.sum()), "features": self.data.features,
+                "stopped_paying_customers": int(self.data.stopped.sum())}
+
+
+def p_late_draws(fit_or_post, d: DelayData, thin: int = 1) -> np.ndarray:
+    """P(next invoice paid after due date) per customer, (S, C)."""
+    post = fit_or_post.posterior if isinstance(fit_or_post, DelayFit) else fit_or_post
+    b, sig = coef_draws(post, d, thin)
+    mu = (b * d.next_X[None]).sum(-1)
+    return ndtr((mu - np.log(d.next_terms)[None]) / sig)
+
+
+def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurdle: bool = True,
+              allow_unconverged: bool = False, cache: bool = True, progress: bool = True,
+              stopped_paying_days: int = 120) -> DelayFit:
+    """Fit the payment-delay model, reusing a cached fit of the same data and settings.
+
+    Raises
+    ------
+    ConvergenceError
+        If R-hat, ESS or divergences fail their limits and ``allow_unconverged`` is False.
+    """
+    from ..config import CACHE_DIR
+
+    settings = settings or FitSettings()
+    t0 = time.perf_counter()
+    d = prepare_delay_data(ledger, hurdle=hurdle, stopped_paying_days=stopped_paying_days)
+    t_prep = time.perf_counter() - t0
+    key = cache_key("delay", MODEL_VERSION, d.digest(), str(d.as_of.date()), settings, {"hurdle": hurdle})
+    t1 = time.perf_counter()
+    model = build_delay_model(d)
+    idata, seconds, cached = sample_cached(model, key, settings, CACHE_DIR if cache else None, progress)
+    t_fit = time.perf_counter() - t1
+    post = idata["posterior"].dataset
+    thin = 1
+    quantities = {"p_late": xr.DataArray(
+        p_late_draws(post, d).reshape(post.sizes["chain"], post.sizes["draw"], -1), dims=("chain", "draw", "customer"))}
+    for name in ("alpha", "sigma", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel"):
+        if name in post and post[name].size:
+            quantities[name] = post[name]
+    diag = check_convergence(quantities, idata["sample_stats"].dataset if "sample_stats" in idata.children else None)
+    diag.sampling_seconds = float(idata.attrs.get("sampling_seconds", seconds))
+    diag.cached = cached
+    timings = {"prepare": round(t_prep, 2), "build_and_sample": round(t_fit, 2),
+               "sampling_only": round(diag.sampling_seconds, 2), "cached": cached, "thin": thin}
+    fit = DelayFit(data=d, idata=idata, diagnostics=diag, settings=settings, timings=timings, key=key)
+    if not diag.ok and not allow_unconverged:
+        raise ConvergenceError(
+            f"payment-delay fit {diag.message()}. Sample longer (--draws/--tune) or pass "
+            "--allow-unconverged to write results that carry a warning.")
+    return fit
+
+
+# ---------------------------------------------------------------- estimands
+
+def _q(a, p, axis=0):
+    return np.quantile(a, p, axis=axis)
+
+
+def customer_risk(fit: DelayFit, late_threshold: float = 0.5, late_confidence: float = 0.9,
+                  interval: float = 0.90) -> pd.DataFrame:
+    """Per-customer late risk with intervals and open exposure.
+
+    Columns: customer_id, segment, n_invoices, p_late (posterior mean), p_late_q05, p_late_q95,
+    expected_days_late (E[max(days_to_pay - terms, 0)] for the next invoice) with q05/q95,
+    open_amount, open_past_due_amount, routinely_late, p_routinely_late, stopped_paying.
+
+    ``routinely_late`` is True when P(p_late > late_threshold) >= late_confidence.
+    """
+    d = fit.data
+    lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
+    b, sig = coef_draws(fit.posterior, d)
+    mu = (b * d.next_X[None]).sum(-1)
+    pl = ndtr((mu - np.log(d.next_terms)[None]) / sig)
+    # E[(T - K)+] for log-normal T with K = terms (Black-Scholes partial expectation)
+    K = d.next_terms[None]
+    edl = np.exp(mu + sig ** 2 / 2) * ndtr((mu + sig ** 2 - np.log(K)) / sig) - K * ndtr((mu - np.log(K)) / sig)
+    led = d.ledger
+    n_inv = led.groupby("customer_id").size().reindex(d.customers)
+    open_amt = led[led["is_open"]].groupby("customer_id")["amount"].sum().reindex(d.customers).fillna(0.0)
+    pd_amt = led[led["is_open"] & (led["days_past_due"] > 0)].groupby("customer_id")["amount"].sum()
+    p_rl = (pl > late_threshold).mean(0)
+    out = pd.DataFrame({
+        "customer_id": d.customers.astype(str), "segment": d.segments[d.cust_seg].astype(str),
+        "n_invoices": n_inv.to_numpy(int), "p_late": pl.mean(0), "p_late_q05": _q(pl, lo), "p_late_q95": _q(pl, hi),
+        "expected_days_late": edl.mean(0), "expected_days_late_q05": _q(edl, lo),
+        "expected_days_late_q95": _q(edl, hi), "open_amount": open_amt.to_numpy(),
+        "open_past_due_amount": pd_amt.reindex(d.customers).fillna(0.0).to_numpy(),
+        "routinely_late": p_rl >= late_confidence, "p_routinely_late": p_rl, "stopped_paying": d.stopped,
+    })
+    if not fit.diagnostics.ok:
+        out["warning"] = "fit did not pass convergence checks"
+    return out.sort_values(["routinely_late", "p_late"], ascending=False).reset_index(drop=True)
+
+
+def open_invoice_forecast(fit: DelayFit, horizon_days: int = HORIZON_DAYS, n_per_draw: int = 1,
+                          seed: int = 0, max_draws: int = 1000) -> pd.DataFrame:
+    """Posterior predictive payment dates for every invoice open at the as-of date.
+
+    For each posterior draw, T is drawn from the log-normal truncated below at the
+    invoice's age (it is unpaid so far); offered invoices still inside their
+    discount window may be taken, with the customer's take-up probability.
+    Quantiles beyond ``horizon_days`` after the as-of date are left empty.
+    """
+    d = fit.data
+    led = d.ledger
+    op = np.flatnonzero(led["is_open"].to_numpy())
+    S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
+    thin = max(1, S_all // max_draws)
+    b, sig = coef_draws(fit.posterior, d, thin)
+    take = takeup_draws(fit.posterior, d, thin)
+    rng = np.random.default_rng(seed)
+    c = d.inv_cust[op]
+    X = d.X[op]
+    age = led["age_days"].to_numpy(float)[op]
+    mu = np.einsum("sik,ik->si", b[:, c, :], X)
+    s = sig[:, c]
+    lo = np.log(np.clip(age, 1e-9, None))
+    a = ndtr((lo[None] - mu) / s)
+    samples = []
+    for _ in range(n_per_draw):
+        uu = a + rng.random(mu.shape) * (1 - a)
+        t = np.exp(mu + s * ndtri(np.clip(uu, 1e-12, 1 - 1e-12)))
+        t = np.where(age[None] < 1, np.exp(mu + s * rng.standard_normal(mu.shape)), t)
+        if take is not None:
+            window = d.offered[op] & (age < d.discount_days[op])
+            p = take[:, c] * window[None]
+            # still inside the window: conditional take-up given not taken so far (uniform take day)
+            frac_left = np.clip((d.discount_days[op] - age) / np.clip(d.discount_days[op], 1, None), 0, 1)
+            p_cond = p * frac_left / (1 - p * (1 - frac_left))
+            tk = rng.random(mu.shape) < p_cond
+            tday = age[None] + rng.random(mu.shape) * np.clip(d.discount_days[op] - age, 0, None)[None]
+            t = np.where(tk, tday, t)
+        samples.append(t)
+    T = np.concatenate(samples, 0)  # (S', n_open)
+    days = np.maximum(np.ceil(T), age[None] + 1)
+    within = (days <= age[None] + 30).mean(0)
+    inv_date = led["invoice_date"].to_numpy()[op]
+    out = pd.DataFrame({
+        "invoice_id": led["invoice_id"].to_numpy()[op], "customer_id": led["customer_id"].to_numpy()[op],
+        "segment": led["segment"].to_numpy()[op],
+        "amount": led["amount"].to_numpy()[op], "invoice_date": inv_date, "due_date": led["due_date"].to_numpy()[op],
+        "age_days": age.astype(int), "p_paid_within_30d": within,
+    })
+    limit = age + horizon_days
+    for qn in (10, 50, 90):
+        qd = np.quantile(days, qn / 100, axis=0, method="inverted_cdf")
+        dates = pd.to_datetime(inv_date) + pd.to_timedelta(qd, unit="D")
+        out[f"paid_date_q{qn}"] = pd.Series(dates).where(qd <= limit).to_numpy()
+    out["stopped_paying"] = d.stopped[c]
+    return out.sort_values(["due_date", "invoice_id"]).reset_index(drop=True)
+
+
+def open_invoice_day_samples(fit: DelayFit, seed: int = 0, max_draws: int = 400) -> tuple[pd.DataFrame, np.ndarray]:
+    """Predictive draws of days from the as-of date to payment for each open invoice.
+
+    Returns the open invoices (as in :func:`open_invoice_forecast`, same order before
+    sorting) and an array (S, n_open) of days after the as-of date; used by the
+    collections forecast.
+    """
+    d = fit.data
+    led = d.ledger
+    op = np.flatnonzero(led["is_open"].to_numpy())
+    S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
+    thin = max(1, S_all // max_draws)
+    b, sig = coef_draws(fit.posterior, d, thin)
+    rng = np.random.default_rng(seed)
+    c = d.inv_cust[op]
+    age = led["age_days"].to_numpy(float)[op]
+    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[op])
+    s = sig[:, c]
+    a = ndtr((np.log(np.clip(age, 1e-9, None))[None] - mu) / s)
+    uu = a + rng.random(mu.shape) * (1 - a)
+    t = np.exp(mu + s * ndtri(np.clip(uu, 1e-12, 1 - 1e-12)))
+    days = np.maximum(np.ceil(t), age[None] + 1) - age[None]
+    return led.iloc[op].reset_index(drop=True), days
+
+
+def seasonal_payers(fit: DelayFit, min_amplitude: float = 0.15, confidence: float = 0.8,
+                    interval: float = 0.90) -> pd.DataFrame:
+    """Customers whose own seasonal pattern is credibly strong.
+
+    The customer's seasonal curve is (a_s + g_c) cos + (b_s + h_c) sin on the log
+    scale; its amplitude is a multiplicative swing in days to pay (0.2 ~ +-22%).
+    A seasonal payer has P(own deviation amplitude > ``min_amplitude``) >= ``confidence``.
+    ``slowest_month`` is the month whose invoices are paid slowest.
+    """
+    d = fit.data
+    post = fit.posterior
+    g = post["season_g"].stack(sample=("chain", "draw")).transpose("sample", ...).values  # (S, C, 2)
+    a = post["season_a"].stack(sample=("chain", "draw")).transpose("sample", ...).values[:, d.cust_seg]
+    bb = post["season_b"].stack(sample=("chain", "draw")).transpose("sample", ...).values[:, d.cust_seg]
+    cos, sin = a + g[..., 0], bb + g[..., 1]
+    amp = np.hypot(cos, sin)
+    own = np.hypot(g[..., 0], g[..., 1])
+    lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
+    phase = np.arctan2(sin.mean(0), cos.mean(0))
+    slow = (np.round(phase * 12 / (2 * np.pi)) - 1) % 12 + 1
+    fast = (slow + 5) % 12 + 1
+    p_seasonal = (own > min_amplitude).mean(0)
+    out = pd.DataFrame({
+        "customer_id": d.customers.astype(str), "segment": d.segments[d.cust_seg].astype(str),
+        "eligible": d.season_eligible, "amplitude": amp.mean(0), "amplitude_q05": _q(amp, lo),
+        "amplitude_q95": _q(amp, hi), "own_amplitude": own.mean(0), "p_seasonal": p_seasonal,
+        "slowest_month": slow.astype(int), "fastest_month": fast.astype(int),
+        "seasonal_payer": d.season_eligible & (p_seasonal >= confidence),
+    })
+    return out[out["eligible"]].sort_values("p_seasonal", ascending=False).drop(columns="eligible").reset_index(drop=True)
+
+
+def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
+    """Per-invoice log-likelihood of paid invoices on the y = log(days - 0.5) scale, (chain, draw', n_paid).
+
+    Under the hurdle model a taken discount contributes log p_take + log density of a
+    uniform take day; other offered invoices log(1 - p_take) + log-normal density.
+    The same paid invoices are scored under either likelihood, so LOO compares them.
+    """
+    d = fit.data
+    post = fit.posterior
+    ch, dr = post.sizes["chain"], post.sizes["draw"]
+    sel = post.isel(draw=slice(None, None, thin))
+    b, sig = coef_draws(sel, d)
+    paid = np.flatnonzero(~np.isnan(d.y))
+    c = d.inv_cust[paid]
+    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[paid])
+    s = sig[:, c]
+    y = d.y[paid]
+    ll = -0.5 * np.log(2 * np.pi) - np.log(s) - 0.5 * ((y[None] - mu) / s) ** 2
+    take = takeup_draws(sel, d)
+    if take is not None:
+        pt_ = take[:, c]
+        off = d.offered[paid]
+        tk = d.taken[paid]
+        D = np.clip(d.discount_days[paid], 1, None)
+        ll_take = np.log(pt_) + y[None] - np.log(D)[None]  # T ~ Uniform(0, D): density e^y / D on y
+        ll = np.where(tk[None], ll_take, np.where(off[None], np.log1p(-pt_) + ll, ll))
+    S = ll.shape[0]
+    return ll.reshape(ch, S // ch, -1)
+
+
+__all__ += ["ConvergenceError", "p_late_draws", "takeup_draws", "open_invoice_day_samples"]
