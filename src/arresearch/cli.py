@@ -38,7 +38,7 @@ def _data_args(p: argparse.ArgumentParser, as_of_required: bool = False) -> None
 def _sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
-    p.add_argument("--chains", type=int, default=2)
+    p.add_argument("--chains", type=int, default=4)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--allow-unconverged", action="store_true",
                    help="write results even when convergence checks fail (they carry a warning)")
@@ -86,9 +86,15 @@ def cmd_validate(args) -> int:
 def cmd_fit(args) -> int:
     from . import pipeline
 
+    from .models import ConvergenceError
+
     inv, cust = resolve_inputs(args)
-    return pipeline.run_fit(args.model, inv, cust, args.mapping, args.as_of, args.out, args,
-                            config=getattr(args, "config", None))
+    try:
+        return pipeline.run_fit(args.model, inv, cust, args.mapping, args.as_of, args.out, args,
+                                config=getattr(args, "config", None))
+    except ConvergenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
 
 
 def cmd_report(args) -> int:

@@ -10,9 +10,9 @@ log-normal when the early-payment discount is not taken::
               + (a_s + g_c) * cos(2 pi month_i / 12) + (b_s + h_c) * sin(2 pi month_i / 12)
               + eps_i,   eps_i ~ Normal(0, sigma_s)
 
-    theta_c ~ Normal(alpha_s, tau_s)       customers partially pooled within segment
+    theta_c ~ StudentT(4, alpha_s + shift_c, tau_s)   customers partially pooled within segment
     alpha_s ~ Normal(alpha_0, tau_alpha)   segments partially pooled
-    (g_c, h_c) ~ Normal(0, tau_season)     only customers whose history supports it
+    (g_c, h_c) ~ StudentT(4, 0, tau_season)   only customers whose history supports it
 
 On an offered invoice the customer takes the discount with probability
 ``logit^-1(k_s + v_c)`` and then pays inside the discount window (the
@@ -44,8 +44,9 @@ __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "
 MODEL_VERSION = "delay-1"
 LOG30 = np.log(30.0)
 CENTRED_MIN_INVOICES = 10  # customers with at least this many paid invoices get a centred effect
-SEASON_MIN_INVOICES = 24
-SEASON_MIN_SPAN_DAYS = 365
+SEASON_MIN_INVOICES = 12
+SEASON_MIN_SPAN_DAYS = 330
+NU = 4.0  # Student-t degrees of freedom of customer effects: a few customers differ a lot
 HORIZON_DAYS = 365
 
 
@@ -253,19 +254,21 @@ def _coefs(xp, p: dict, d: DelayData):
 def _mixed_normal(pm, pt, name: str, mean, sd, n_obs: np.ndarray, dims: str, min_centred: int):
     """Group values with a centred parameterisation where a group has data, non-centred elsewhere.
 
-    Groups with ``n_obs >= min_centred`` get ``x ~ Normal(mean, sd)`` (hierarchical
+    Effects are Student-t (``NU`` degrees of freedom) so that a minority of groups far from
+    the rest (routinely late customers) is not shrunk into the crowd. Groups with
+    ``n_obs >= min_centred`` get ``x ~ StudentT(mean, sd)`` (hierarchical
     centring: the group mean is not traded off against the effects); the rest get
-    ``x = mean + z * sd`` with ``z ~ Normal(0, 1)``, which avoids the funnel where the
+    ``x = mean + z * sd`` with ``z ~ StudentT(0, 1)``, which avoids the funnel where the
     data say little. ``mean`` and ``sd`` are tensors over all groups.
     """
     big = np.flatnonzero(n_obs >= min_centred)
     small = np.flatnonzero(n_obs < min_centred)
     out = pt.zeros(len(n_obs))
     if len(big):
-        xc = pm.Normal(f"{name}_centred", mean[big], sd[big], shape=len(big))
+        xc = pm.StudentT(f"{name}_centred", nu=NU, mu=mean[big], sigma=sd[big], shape=len(big))
         out = pt.set_subtensor(out[big], xc)
     if len(small):
-        z = pm.Normal(f"{name}_z", 0.0, 1.0, shape=len(small))
+        z = pm.StudentT(f"{name}_z", nu=NU, mu=0.0, sigma=1.0, shape=len(small))
         out = pt.set_subtensor(out[small], mean[small] + z * sd[small])
     return pm.Deterministic(name, out, dims=dims)
 
@@ -281,7 +284,9 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
     with pm.Model(coords=coords) as model:
         alpha_0 = pm.Normal("alpha_0", 0.2, 0.5)
         tau_alpha = pm.HalfNormal("tau_alpha", 0.3)
-        alpha = pm.Normal("alpha", alpha_0, tau_alpha, dims="segment")
+        # non-centred: with five or so segments tau_alpha is weakly identified whatever the data per segment
+        alpha = pm.Deterministic("alpha", alpha_0 + tau_alpha * pm.Normal("alpha_z", 0.0, 1.0, dims="segment"),
+                                 dims="segment")
         tau = pm.HalfNormal("tau", 0.3, dims="segment")
         sigma = pm.HalfNormal("sigma", 0.5, dims="segment")
         beta_terms = pm.Normal("beta_terms", 0.8, 0.5)
@@ -302,7 +307,8 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
         g = pt.zeros((len(d.customers), 2))
         if len(elig):
             tau_season = pm.HalfNormal("tau_season", 0.2)
-            z_season = pm.Normal("season_z", 0.0, 1.0, shape=(len(elig), 2))
+            # heavy tails: most customers follow their segment's season, a few (seasonal payers) a lot
+            z_season = pm.StudentT("season_z", nu=NU, mu=0.0, sigma=1.0, shape=(len(elig), 2))
             g = pt.set_subtensor(g[elig], z_season * tau_season)
         season_g = pm.Deterministic("season_g", g, dims=("customer", "harmonic"))
         p = dict(beta_terms=beta_terms, beta_disc=beta_disc, beta_disp=beta_disp,
@@ -319,6 +325,7 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
         # exact Gaussian log-likelihood from sufficient statistics
         ss = d.q - 2 * (b0 * d.h).sum(axis=1) + (b0[:, :, None] * d.G * b0[:, None, :]).sum(axis=(1, 2))
         pm.Potential("paid_loglik", (-d.n * pt.log(sig_c) - ss / (2 * sig_c ** 2)).sum())
+        model.delay_coefs = b0  # (C, K) tensor, for tests and checks
         if len(d.cens_cust):
             mu_c = (d.Xc * b0[d.cens_cust]).sum(axis=1)
             cens = pm.logccdf(pm.Normal.dist(mu_c, sigma[seg[d.cens_cust]]), d.cens_log_age)

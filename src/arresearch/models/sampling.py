@@ -43,7 +43,7 @@ class FitSettings:
 
     draws: int = 1000
     tune: int = 1000
-    chains: int = 2
+    chains: int = 4
     seed: int = 20261204
     target_accept: float = 0.95
 
