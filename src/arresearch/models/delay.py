@@ -645,3 +645,24 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
 
 
 __all__ += ["ConvergenceError", "p_late_draws", "takeup_draws", "open_invoice_day_samples"]
+
+
+def posterior_predictive_days(fit: DelayFit, max_draws: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Observed days to pay and replicated ones from the posterior predictive.
+
+    Paid invoices where the discount was not taken; ``max_draws`` posterior draws
+    each replicate every such invoice once. Returns (observed, replicated) arrays.
+    """
+    d = fit.data
+    rng = np.random.default_rng(seed)
+    sel = np.flatnonzero(~np.isnan(d.y) & ~d.taken)
+    S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
+    b, sig = coef_draws(fit.posterior, d, thin=max(1, S_all // max_draws))
+    c = d.inv_cust[sel]
+    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[sel])
+    rep = np.ceil(np.exp(mu + sig[:, c] * rng.standard_normal(mu.shape)))
+    obs = np.ceil(np.exp(d.y[sel]) + 0.5)
+    return obs, rep.ravel()
+
+
+__all__ += ["posterior_predictive_days"]

@@ -1,0 +1,69 @@
+"""Plots shared by the notebooks and the report (matplotlib/seaborn; no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["kpi_trend_plot", "aging_plot", "forecast_plot", "risk_plot", "to_data_uri"]
+
+
+def kpi_trend_plot(trend: pd.DataFrame):
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    ax[0].plot(trend["month"], trend["dso"], marker="o", label="DSO")
+    ax[0].plot(trend["month"], trend["best_possible_dso"], marker="o", label="best possible DSO")
+    ax[0].set_ylabel("days")
+    ax[0].legend()
+    ax[1].plot(trend["month"], trend["cei"], marker="o", color="C2")
+    ax[1].set_ylabel("CEI (%)")
+    for a in ax:
+        a.tick_params(axis="x", rotation=60, labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def aging_plot(ag: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(ag["bucket"], ag["amount"], color=["C2", "C0", "C1", "C3", "C3"])
+    ax.set_ylabel("open amount")
+    ax.set_xlabel("days past due")
+    fig.tight_layout()
+    return fig
+
+
+def forecast_plot(fc: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(fc["week"], fc["expected"], color="C0", alpha=0.7, label="expected")
+    ax.errorbar(fc["week"], fc["expected"], yerr=[fc["expected"] - fc["lower"], fc["upper"] - fc["expected"]],
+                fmt="none", color="k", capsize=3, label="80% interval")
+    ax.set_xlabel("week after the as-of date")
+    ax.set_ylabel("collections")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def risk_plot(risk: pd.DataFrame, top: int = 25):
+    r = risk.sort_values("p_late", ascending=False).head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(r) + 1))
+    ax.errorbar(r["p_late"], range(len(r)), xerr=[r["p_late"] - r["p_late_q05"], r["p_late_q95"] - r["p_late"]],
+                fmt="o", color="C3")
+    ax.set_yticks(range(len(r)), r["customer_id"].astype(str), fontsize=7)
+    ax.set_xlabel("P(next invoice paid late), 90% interval")
+    ax.axvline(0.5, color="grey", ls=":")
+    fig.tight_layout()
+    return fig
+
+
+def to_data_uri(fig) -> str:
+    """A PNG data URI, so that the page needs no other file."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
