@@ -1,0 +1,98 @@
+"""The whole monthly pipeline on a small ledger with the default (converging) chains."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from arresearch import kpi
+from arresearch.config import DataError
+from arresearch.pipeline import load
+from arresearch.report import build_report
+from arresearch.synth import write_synthetic
+
+pytestmark = pytest.mark.slow
+EVIL = '<script>alert("x")</script> & =cmd|Co'
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    paths = write_synthetic(root / "raw", seed=21, n_customers=100, months=14, dirty_rows=6)
+    cust = pd.read_csv(paths["customers"], dtype=str)
+    cust["customer_name"] = EVIL
+    cust.to_csv(paths["customers"], index=False)
+    out = build_report(month=None, invoices=paths["invoices"], customers=paths["customers"], out_root=root / "reports")
+    return root, paths, out
+
+
+def test_files_written(built):
+    _, _, out = built
+    for f in ["index.html", "worklist.xlsx", "01_overview.html", "01_overview.code.html", "02_payment_delay.html",
+              "02_payment_delay.code.html", "data/customer_risk.csv", "data/open_invoice_forecast.csv",
+              "data/collections_forecast.csv", "data/kpi_trend.csv", "data/aging.csv", "data/quarantine.csv",
+              "data/validation.json", "notebooks/01_overview.ipynb", "notebooks/02_payment_delay.ipynb"]:
+        assert (out / f).is_file(), f
+    assert out.name == "2025-02"  # the latest complete month of a 14-month ledger from 2024-01
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_summary_numbers_match_kpi_functions(built):
+    _, paths, out = built
+    led = load(paths["invoices"], paths["customers"], as_of="2025-02-28").ledger
+    trend = pd.read_csv(out / "data" / "kpi_trend.csv")
+    k = kpi.month_kpis(led, "2025-02")
+    row = trend.iloc[-1]
+    assert row["month"] == "2025-02"
+    for key in ("dso", "dso_count_back", "best_possible_dso", "cei", "ar_end"):
+        assert row[key] == pytest.approx(k[key], rel=1e-4), key
+    page = (out / "index.html").read_text()
+    assert f"{k['dso']:,.1f}" in page
+    fc = pd.read_csv(out / "data" / "collections_forecast.csv")
+    assert len(fc) == 13 and (fc["lower"] <= fc["expected"]).all() and (fc["expected"] <= fc["upper"]).all()
+
+
+def test_pages_are_self_contained_and_escaped(built):
+    _, _, out = built
+    for page in out.glob("*.html"):
+        text = page.read_text()
+        assert not re.search(r"<script[^>]*\bsrc=[\"']?https?://", text, re.I), page
+        assert not re.search(r"<link[^>]*href=[\"']?https?://", text, re.I), page
+        assert not re.search(r"import[^;\n]*from\s*[\"']https?://", text), page
+        assert not re.search(r"@import\s+url\([\"']?https?://", text), page
+    index = (out / "index.html").read_text()
+    assert "<script>alert" not in index
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; =cmd|Co" in index
+
+
+def test_worklist_guards_formulas(built):
+    _, _, out = built
+    wl = pd.read_excel(out / "worklist.xlsx", sheet_name="call first", dtype=str)
+    assert len(wl) > 0
+    assert not wl["customer_name"].str.startswith("=").any()
+
+
+def test_failed_step_keeps_previous_report(built, monkeypatch):
+    root, paths, out = built
+    before = (out / "index.html").read_bytes()
+    monkeypatch.setattr("arresearch.report.NOTEBOOKS", ["99_missing.ipynb"])
+    with pytest.raises(DataError, match="report step 'notebook 99_missing.ipynb' failed"):
+        build_report(month="2025-02", invoices=paths["invoices"], customers=paths["customers"],
+                     out_root=root / "reports")
+    assert (out / "index.html").read_bytes() == before
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_executed_notebooks_pass_nbval(built):
+    """Reviewers see every notebook execute: nbval re-runs what papermill produced."""
+    _, _, out = built
+    nbs = sorted(str(p) for p in (out / "notebooks").glob("*.ipynb"))
+    assert len(nbs) == 2
+    res = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", *nbs],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert re.search(r"\b2 passed\b|\b\d+ passed\b", res.stdout)
