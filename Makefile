@@ -21,7 +21,7 @@ BASE_PYTHON ?= $(firstword $(foreach p,$(PYTHON_CANDIDATES),$(shell $(p) -c 'imp
 REPORT_ARGS := $(if $(MONTH),--month $(MONTH)) $(if $(INVOICES),--invoices $(INVOICES)) \
 	$(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(MAPPING),--mapping $(MAPPING)) $(if $(CONFIG),--config $(CONFIG))
 
-.PHONY: help setup data report test lint lab bench backtest clean
+.PHONY: help setup data report test lint lab clean
 
 help: ## show this list of targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -55,12 +55,6 @@ lint: $(STAMP) ## ruff on the package, tests and notebooks
 
 lab: $(STAMP) ## start JupyterLab in notebooks/
 	@$(VENV)/bin/jupyter lab notebooks/
-
-bench: $(STAMP) $(DEMO)/invoices.csv ## full-size benchmarks (fit speed vs per-invoice model, report timings)
-	@$(PY) -m arresearch.bench
-
-backtest: $(STAMP) $(DEMO)/invoices.csv ## backtest the payment-delay model against baselines
-	@$(AR) backtest --out reports/backtest
 
 clean: ## remove caches, built reports and the virtual environment
 	rm -rf $(VENV) .cache reports/20* .pytest_cache

@@ -107,15 +107,6 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_backtest(args) -> int:
-    from .backtest import run_backtest
-
-    inv, cust = resolve_inputs(args)
-    run_backtest(inv, cust, args.mapping, args.origins, args.out, draws=args.draws, tune=args.tune,
-                 chains=args.chains, seed=args.seed)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="arresearch", description="Accounts-receivable research tools.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -136,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("fit", help="fit a model and write its tables")
-    p.add_argument("model", choices=["delay", "incentives", "methods", "disputes"])
+    p.add_argument("model", choices=["delay"], help="delay (incentives, methods, disputes: not yet built)")
     _data_args(p)
     p.add_argument("--config", type=Path, default=None, help="YAML business assumptions")
     p.add_argument("--out", type=Path, required=True)
@@ -151,12 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_args(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("backtest", help="score past predictions against baselines")
-    _data_args(p)
-    p.add_argument("--origins", default=None, help="comma-separated origin dates; default four quarterly origins")
-    p.add_argument("--out", type=Path, required=True)
-    _sampler_args(p)
-    p.set_defaults(func=cmd_backtest)
     return ap
 
 
