@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from .config import DEMO_DIR, DataError
+from .progress import step
 
-__all__ = ["main", "step"]
-
-
-@contextmanager
-def step(what: str):
-    """Print ``what``, run the block, then print how long it took."""
-    print(f"[arresearch] {what} ...", flush=True)
-    t0 = time.perf_counter()
-    yield
-    print(f"[arresearch] {what}: done in {time.perf_counter() - t0:.1f}s", flush=True)
+__all__ = ["main"]
 
 
 def _data_args(p: argparse.ArgumentParser, as_of_required: bool = False) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["prepare_ledger", "as_of_of", "latest_complete_month", "month_end"]
+__all__ = ["prepare_ledger", "as_of_of", "latest_date", "latest_complete_month", "month_end"]
 
 
 def month_end(month: str) -> pd.Timestamp:
@@ -32,10 +32,15 @@ def month_end(month: str) -> pd.Timestamp:
     return p.to_timestamp(how="end").normalize()
 
 
+def latest_date(ledger: pd.DataFrame) -> pd.Timestamp:
+    """The latest invoice or payment date in the data: the default as-of date."""
+    dates = [ledger["invoice_date"].max(), ledger["paid_date"].max()]
+    return pd.Timestamp(max(d for d in dates if pd.notna(d)))
+
+
 def latest_complete_month(ledger: pd.DataFrame) -> str:
     """The last calendar month that ends on or before the latest date in the data."""
-    dates = [ledger["invoice_date"].max(), ledger["paid_date"].max()]
-    last = max(d for d in dates if pd.notna(d))
+    last = latest_date(ledger)
     p = pd.Period(last, freq="M")
     if last < p.to_timestamp(how="end").normalize():
         p = p - 1

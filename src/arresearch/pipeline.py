@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import DataError, load_assumptions
-from .ledger import latest_complete_month, prepare_ledger
+from .ledger import latest_date, prepare_ledger
 from .models.sampling import FitSettings
 from .outputs import write_csv
 from .validate import ValidationResult, validate_files
@@ -35,10 +35,7 @@ def load(invoices, customers=None, mapping=None, as_of=None) -> Loaded:
     res = validate_files(invoices, customers, mapping, as_of=as_of)
     if res.clean.empty:
         raise DataError(f"{invoices}: no valid invoices on or before the as-of date {as_of}")
-    if as_of is None:
-        dates = pd.concat([res.clean["invoice_date"], res.clean["paid_date"].dropna()])
-        as_of = dates.max()
-    as_of = pd.Timestamp(as_of)
+    as_of = latest_date(res.clean) if as_of is None else pd.Timestamp(as_of)
     return Loaded(ledger=prepare_ledger(res.clean, as_of), validation=res, as_of=as_of)
 
 
@@ -70,7 +67,7 @@ def fit_delay_outputs(loaded: Loaded, out_dir, settings: FitSettings, allow_unco
 
 
 def run_fit(model: str, invoices, customers, mapping, as_of, out_dir, args, config=None) -> int:
-    from .cli import step
+    from .progress import step
 
     if model != "delay":
         raise DataError(f"'arresearch fit {model}' is not implemented yet; available: delay")

@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from . import kpi, plots
-from .cli import step
 from .config import NOTEBOOKS_DIR, REPORTS_DIR, DataError, load_assumptions
 from .ledger import latest_complete_month, month_end
 from .models.sampling import FitSettings
 from .outputs import write_csv, write_xlsx
 from .pipeline import fit_delay_outputs, load
+from .progress import step
 
 __all__ = ["build_report", "NOTEBOOKS", "strip_remote_scripts"]
 
@@ -263,6 +263,6 @@ Quarantined rows with their reasons: <a href="data/quarantine.csv">data/quaranti
 <h3>Run parameters</h3>{_table(pd.DataFrame({'parameter': list(params), 'value': [str(x) for x in params.values()]}))}
 <h3>Assumptions</h3>{_table(pd.DataFrame({'assumption': list(assumptions.flat()), 'value': [str(x) for x in assumptions.flat().values()]}))}
 <h3>Data hash and versions</h3><p>ledger hash {esc(data_hash(loaded.ledger.drop(columns=[c for c in loaded.ledger if loaded.ledger[c].dtype == object])))}; built in {seconds:.0f}s on {esc(sys.platform)}.</p>
-{_table(pd.DataFrame({'package': list(_versions()), 'version': list(_versions().values())}))}
+{_table(pd.DataFrame(list(_versions().items()), columns=['package', 'version']))}
 </body></html>"""
     (out / "index.html").write_text(page)

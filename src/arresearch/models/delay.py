@@ -38,8 +38,9 @@ from .sampling import (ConvergenceError, Diagnostics, FitSettings, cache_key, ch
                        data_hash, sample_cached)
 
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
-           "customer_risk", "open_invoice_forecast", "seasonal_payers", "coef_draws",
-           "pointwise_loglik", "MODEL_VERSION"]
+           "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
+           "p_late_draws", "takeup_draws", "pointwise_loglik", "posterior_predictive_days", "ConvergenceError",
+           "MODEL_VERSION"]
 
 MODEL_VERSION = "delay-1"
 LOG30 = np.log(30.0)
@@ -77,7 +78,6 @@ class DelayData:
     Xc: np.ndarray
     cens_cust: np.ndarray
     cens_log_age: np.ndarray
-    cens_open_idx: np.ndarray  # row positions in ledger
     # discount take-up per customer
     n_offered: np.ndarray
     n_taken: np.ndarray
@@ -95,10 +95,6 @@ class DelayData:
     next_terms: np.ndarray
     xbar: np.ndarray  # (C, K) customer means of the design columns (column 0 is 0)
     ledger: pd.DataFrame = field(repr=False)
-
-    @property
-    def K(self) -> int:
-        return len(self.features) + 1
 
     def digest(self) -> str:
         return data_hash(self.G, self.h, self.xbar, self.q, self.n, self.Xc, self.cens_log_age, self.n_offered,
@@ -205,7 +201,7 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying
         as_of=as_of, xbar=xbar, customers=customers, segments=segments, cust_seg=cust_seg, features=features,
         methods=methods, channels=channels, method_ref=method_ref, channel_ref=channel_ref,
         n=n, G=G, h=h, q=q, Xc=X[cens], cens_cust=inv_cust[cens], cens_log_age=np.log(age[cens]),
-        cens_open_idx=np.flatnonzero(cens), n_offered=n_offered, n_taken=n_taken,
+        n_offered=n_offered, n_taken=n_taken,
         season_eligible=season_eligible, stopped=stopped, hurdle=hurdle, X=X, inv_cust=inv_cust, y=y,
         taken=taken, offered=offered, discount_days=ddays, next_X=next_X,
         next_terms=usual["terms_days"].to_numpy(float), ledger=ledger,
@@ -345,6 +341,11 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
     return model
 
 
+def _flat(post: xr.Dataset, name: str, thin: int = 1) -> np.ndarray:
+    """A posterior variable with chain and draw flattened into a leading sample axis."""
+    return post[name].stack(sample=("chain", "draw")).transpose("sample", ...).values[::thin]
+
+
 _PARAMS = ["theta", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel", "season_a",
            "season_b", "season_g"]
 
@@ -355,8 +356,7 @@ def _draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> dict:
     for name in _PARAMS + ["sigma"]:
         if name not in post:
             raise KeyError(f"posterior lacks {name}")
-        da = post[name].stack(sample=("chain", "draw")).transpose("sample", ...)
-        out[name] = da.values[::thin]
+        out[name] = _flat(post, name, thin)
     if len(d.methods) == 0:
         out["beta_method"] = np.zeros((out["theta"].shape[0], 0))
     return out
@@ -374,11 +374,9 @@ def takeup_draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> np.ndarray | 
     """Per-customer discount take-up probability (S, C); customers never offered get their segment's."""
     if not d.hurdle or "takeup_seg" not in post:
         return None
-    k = post["takeup_seg"].stack(sample=("chain", "draw")).transpose("sample", ...).values[::thin]
-    logit = k[:, d.cust_seg].copy()
+    logit = _flat(post, "takeup_seg", thin)[:, d.cust_seg]
     if "takeup_z" in post:
-        z = post["takeup_z"].stack(sample=("chain", "draw")).transpose("sample", ...).values[::thin]
-        tv = post["tau_takeup"].stack(sample=("chain", "draw")).values[::thin]
+        z, tv = _flat(post, "takeup_z", thin), _flat(post, "tau_takeup", thin)
         logit[:, np.flatnonzero(d.n_offered > 0)] += z * tv[:, None]
     return expit(logit)
 
@@ -408,11 +406,16 @@ class DelayFit:
                 "stopped_paying_customers": int(self.data.stopped.sum())}
 
 
+def _next_invoice(post: xr.Dataset, d: DelayData, thin: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Log-scale location and scale of T for each customer's next invoice, both (S, C)."""
+    b, sig = coef_draws(post, d, thin)
+    return (b * d.next_X[None]).sum(-1), sig
+
+
 def p_late_draws(fit_or_post, d: DelayData, thin: int = 1) -> np.ndarray:
     """P(next invoice paid after due date) per customer, (S, C)."""
     post = fit_or_post.posterior if isinstance(fit_or_post, DelayFit) else fit_or_post
-    b, sig = coef_draws(post, d, thin)
-    mu = (b * d.next_X[None]).sum(-1)
+    mu, sig = _next_invoice(post, d, thin)
     return ndtr((mu - np.log(d.next_terms)[None]) / sig)
 
 
@@ -438,7 +441,6 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
     idata, seconds, cached = sample_cached(model, key, settings, CACHE_DIR if cache else None, progress)
     t_fit = time.perf_counter() - t1
     post = idata["posterior"].dataset
-    thin = 1
     quantities = {"p_late": xr.DataArray(
         p_late_draws(post, d).reshape(post.sizes["chain"], post.sizes["draw"], -1), dims=("chain", "draw", "customer"))}
     for name in ("alpha", "sigma", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel"):
@@ -448,7 +450,7 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
     diag.sampling_seconds = float(idata.attrs.get("sampling_seconds", seconds))
     diag.cached = cached
     timings = {"prepare": round(t_prep, 2), "build_and_sample": round(t_fit, 2),
-               "sampling_only": round(diag.sampling_seconds, 2), "cached": cached, "thin": thin}
+               "sampling_only": round(diag.sampling_seconds, 2), "cached": cached}
     fit = DelayFit(data=d, idata=idata, diagnostics=diag, settings=settings, timings=timings, key=key)
     if not diag.ok and not allow_unconverged:
         raise ConvergenceError(
@@ -475,8 +477,7 @@ def customer_risk(fit: DelayFit, late_threshold: float = 0.5, late_confidence: f
     """
     d = fit.data
     lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
-    b, sig = coef_draws(fit.posterior, d)
-    mu = (b * d.next_X[None]).sum(-1)
+    mu, sig = _next_invoice(fit.posterior, d)
     pl = ndtr((mu - np.log(d.next_terms)[None]) / sig)
     # E[(T - K)+] for log-normal T with K = terms (Black-Scholes partial expectation)
     K = d.next_terms[None]
@@ -499,70 +500,15 @@ def customer_risk(fit: DelayFit, late_threshold: float = 0.5, late_confidence: f
     return out.sort_values(["routinely_late", "p_late"], ascending=False).reset_index(drop=True)
 
 
-def open_invoice_forecast(fit: DelayFit, horizon_days: int = HORIZON_DAYS, n_per_draw: int = 1,
-                          seed: int = 0, max_draws: int = 1000) -> pd.DataFrame:
-    """Posterior predictive payment dates for every invoice open at the as-of date.
+def _open_payment_days(fit: DelayFit, seed: int, max_draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior predictive days to pay (from the invoice date) of every open invoice.
 
-    For each posterior draw, T is drawn from the log-normal truncated below at the
-    invoice's age (it is unpaid so far); offered invoices still inside their
-    discount window may be taken, with the customer's take-up probability.
-    Quantiles beyond ``horizon_days`` after the as-of date are left empty.
-    """
-    d = fit.data
-    led = d.ledger
-    op = np.flatnonzero(led["is_open"].to_numpy())
-    S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
-    thin = max(1, S_all // max_draws)
-    b, sig = coef_draws(fit.posterior, d, thin)
-    take = takeup_draws(fit.posterior, d, thin)
-    rng = np.random.default_rng(seed)
-    c = d.inv_cust[op]
-    X = d.X[op]
-    age = led["age_days"].to_numpy(float)[op]
-    mu = np.einsum("sik,ik->si", b[:, c, :], X)
-    s = sig[:, c]
-    lo = np.log(np.clip(age, 1e-9, None))
-    a = ndtr((lo[None] - mu) / s)
-    samples = []
-    for _ in range(n_per_draw):
-        uu = a + rng.random(mu.shape) * (1 - a)
-        t = np.exp(mu + s * ndtri(np.clip(uu, 1e-12, 1 - 1e-12)))
-        t = np.where(age[None] < 1, np.exp(mu + s * rng.standard_normal(mu.shape)), t)
-        if take is not None:
-            window = d.offered[op] & (age < d.discount_days[op])
-            p = take[:, c] * window[None]
-            # still inside the window: conditional take-up given not taken so far (uniform take day)
-            frac_left = np.clip((d.discount_days[op] - age) / np.clip(d.discount_days[op], 1, None), 0, 1)
-            p_cond = p * frac_left / (1 - p * (1 - frac_left))
-            tk = rng.random(mu.shape) < p_cond
-            tday = age[None] + rng.random(mu.shape) * np.clip(d.discount_days[op] - age, 0, None)[None]
-            t = np.where(tk, tday, t)
-        samples.append(t)
-    T = np.concatenate(samples, 0)  # (S', n_open)
-    days = np.maximum(np.ceil(T), age[None] + 1)
-    within = (days <= age[None] + 30).mean(0)
-    inv_date = led["invoice_date"].to_numpy()[op]
-    out = pd.DataFrame({
-        "invoice_id": led["invoice_id"].to_numpy()[op], "customer_id": led["customer_id"].to_numpy()[op],
-        "segment": led["segment"].to_numpy()[op],
-        "amount": led["amount"].to_numpy()[op], "invoice_date": inv_date, "due_date": led["due_date"].to_numpy()[op],
-        "age_days": age.astype(int), "p_paid_within_30d": within,
-    })
-    limit = age + horizon_days
-    for qn in (10, 50, 90):
-        qd = np.quantile(days, qn / 100, axis=0, method="inverted_cdf")
-        dates = pd.to_datetime(inv_date) + pd.to_timedelta(qd, unit="D")
-        out[f"paid_date_q{qn}"] = pd.Series(dates).where(qd <= limit).to_numpy()
-    out["stopped_paying"] = d.stopped[c]
-    return out.sort_values(["due_date", "invoice_id"]).reset_index(drop=True)
+    For each (thinned) posterior draw, T is drawn from the log-normal truncated
+    below at the invoice's age (it is unpaid so far); an offered invoice still
+    inside its discount window may yet be taken, with the customer's take-up
+    probability conditioned on not having taken it so far (uniform take day).
 
-
-def open_invoice_day_samples(fit: DelayFit, seed: int = 0, max_draws: int = 400) -> tuple[pd.DataFrame, np.ndarray]:
-    """Predictive draws of days from the as-of date to payment for each open invoice.
-
-    Returns the open invoices (as in :func:`open_invoice_forecast`, same order before
-    sorting) and an array (S, n_open) of days after the as-of date; used by the
-    collections forecast.
+    Returns (row positions of the open invoices in the ledger, their ages, days (S, n_open)).
     """
     d = fit.data
     led = d.ledger
@@ -578,8 +524,55 @@ def open_invoice_day_samples(fit: DelayFit, seed: int = 0, max_draws: int = 400)
     a = ndtr((np.log(np.clip(age, 1e-9, None))[None] - mu) / s)
     uu = a + rng.random(mu.shape) * (1 - a)
     t = np.exp(mu + s * ndtri(np.clip(uu, 1e-12, 1 - 1e-12)))
-    days = np.maximum(np.ceil(t), age[None] + 1) - age[None]
-    return led.iloc[op].reset_index(drop=True), days
+    take = takeup_draws(fit.posterior, d, thin)
+    if take is not None:
+        D = d.discount_days[op]
+        window = d.offered[op] & (age < D)
+        p = take[:, c] * window[None]
+        frac_left = np.clip((D - age) / np.clip(D, 1, None), 0, 1)
+        p_cond = p * frac_left / (1 - p * (1 - frac_left))
+        tk = rng.random(mu.shape) < p_cond
+        tday = age[None] + rng.random(mu.shape) * np.clip(D - age, 0, None)[None]
+        t = np.where(tk, tday, t)
+    return op, age, np.maximum(np.ceil(t), age[None] + 1)
+
+
+def open_invoice_forecast(fit: DelayFit, horizon_days: int = HORIZON_DAYS, seed: int = 0,
+                          max_draws: int = 1000) -> pd.DataFrame:
+    """Posterior predictive payment dates for every invoice open at the as-of date.
+
+    Draws come from :func:`_open_payment_days`. Quantiles beyond ``horizon_days``
+    after the as-of date are left empty.
+    """
+    d = fit.data
+    led = d.ledger
+    op, age, days = _open_payment_days(fit, seed, max_draws)
+    within = (days <= age[None] + 30).mean(0)
+    inv_date = led["invoice_date"].to_numpy()[op]
+    out = pd.DataFrame({
+        "invoice_id": led["invoice_id"].to_numpy()[op], "customer_id": led["customer_id"].to_numpy()[op],
+        "segment": led["segment"].to_numpy()[op],
+        "amount": led["amount"].to_numpy()[op], "invoice_date": inv_date, "due_date": led["due_date"].to_numpy()[op],
+        "age_days": age.astype(int), "p_paid_within_30d": within,
+    })
+    limit = age + horizon_days
+    for qn in (10, 50, 90):
+        qd = np.quantile(days, qn / 100, axis=0, method="inverted_cdf")
+        dates = pd.to_datetime(inv_date) + pd.to_timedelta(qd, unit="D")
+        out[f"paid_date_q{qn}"] = pd.Series(dates).where(qd <= limit).to_numpy()
+    out["stopped_paying"] = d.stopped[d.inv_cust[op]]
+    return out.sort_values(["due_date", "invoice_id"]).reset_index(drop=True)
+
+
+def open_invoice_day_samples(fit: DelayFit, seed: int = 0, max_draws: int = 400) -> tuple[pd.DataFrame, np.ndarray]:
+    """Predictive draws of days from the as-of date to payment for each open invoice.
+
+    The same draws as :func:`open_invoice_forecast`. Returns the open invoices (ledger
+    rows, in ledger order) and an array (S, n_open) of days after the as-of date;
+    used by the collections forecast.
+    """
+    op, age, days = _open_payment_days(fit, seed, max_draws)
+    return fit.data.ledger.iloc[op].reset_index(drop=True), days - age[None]
 
 
 def seasonal_payers(fit: DelayFit, min_amplitude: float = 0.15, confidence: float = 0.8,
@@ -593,9 +586,9 @@ def seasonal_payers(fit: DelayFit, min_amplitude: float = 0.15, confidence: floa
     """
     d = fit.data
     post = fit.posterior
-    g = post["season_g"].stack(sample=("chain", "draw")).transpose("sample", ...).values  # (S, C, 2)
-    a = post["season_a"].stack(sample=("chain", "draw")).transpose("sample", ...).values[:, d.cust_seg]
-    bb = post["season_b"].stack(sample=("chain", "draw")).transpose("sample", ...).values[:, d.cust_seg]
+    g = _flat(post, "season_g")  # (S, C, 2)
+    a = _flat(post, "season_a")[:, d.cust_seg]
+    bb = _flat(post, "season_b")[:, d.cust_seg]
     cos, sin = a + g[..., 0], bb + g[..., 1]
     amp = np.hypot(cos, sin)
     own = np.hypot(g[..., 0], g[..., 1])
@@ -623,7 +616,7 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
     """
     d = fit.data
     post = fit.posterior
-    ch, dr = post.sizes["chain"], post.sizes["draw"]
+    ch = post.sizes["chain"]
     sel = post.isel(draw=slice(None, None, thin))
     b, sig = coef_draws(sel, d)
     paid = np.flatnonzero(~np.isnan(d.y))
@@ -644,8 +637,6 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
     return ll.reshape(ch, S // ch, -1)
 
 
-__all__ += ["ConvergenceError", "p_late_draws", "takeup_draws", "open_invoice_day_samples"]
-
 
 def posterior_predictive_days(fit: DelayFit, max_draws: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Observed days to pay and replicated ones from the posterior predictive.
@@ -664,5 +655,3 @@ def posterior_predictive_days(fit: DelayFit, max_draws: int = 50, seed: int = 0)
     obs = np.ceil(np.exp(d.y[sel]) + 0.5)
     return obs, rep.ravel()
 
-
-__all__ += ["posterior_predictive_days"]

@@ -19,10 +19,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from arviz_stats.base import array_stats
 import numpy as np
 import pandas as pd
 import xarray as xr
+from arviz_stats.base import array_stats
 
 from ..config import CACHE_DIR
 
@@ -81,11 +81,6 @@ class Diagnostics:
         d["ok"] = self.ok
         d["message"] = self.message()
         return d
-
-
-def _stack(da: xr.DataArray) -> xr.DataArray:
-    other = [d for d in da.dims if d not in ("chain", "draw")]
-    return da.stack(__q=other) if other else da.expand_dims(__q=[0])
 
 
 def check_convergence(quantities: dict[str, xr.DataArray], sample_stats: xr.Dataset | None,
