@@ -5,6 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from arresearch.ledger import prepare_ledger
+from arresearch.models.delay import fit_delay
+from arresearch.models.sampling import FitSettings
+from arresearch.synth import generate
+
 GOOD = {
     "invoice_id": ["0001", "0002", "0003"],
     "customer_id": ["007", "007", "010"],
@@ -30,3 +35,52 @@ def write_csv(tmp_path):
 @pytest.fixture
 def good_cols():
     return {k: list(v) for k, v in GOOD.items()}
+
+
+# ---- small synthetic ledgers and their payment-delay fits (session-scoped: fitted once) ----
+SMALL = {"n_customers": 150, "months": 18}
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def fit_cache(tmp_path_factory, monkeypatch_session):
+    """Fits go to a private cache folder, never the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch_session.setattr("arresearch.config.CACHE_DIR", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_fit(fit_cache):
+    """``small_fit(seed)`` -> (SynthLedger, prepared ledger, DelayFit), each seed fitted once per session."""
+    memo = {}
+
+    def get(seed: int):
+        if seed not in memo:
+            s = generate(seed=seed, **SMALL)
+            led = prepare_ledger(s.observed(), s.as_of)
+            memo[seed] = (s, led, fit_delay(led, FitSettings(seed=3), progress=False))
+        return memo[seed]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def synth_small():
+    return generate(seed=11, **SMALL)
+
+
+@pytest.fixture(scope="session")
+def ledger_small(synth_small):
+    return prepare_ledger(synth_small.observed(), synth_small.as_of)
+
+
+@pytest.fixture(scope="session")
+def delay_fit(small_fit):
+    return small_fit(11)[2]

@@ -15,36 +15,11 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from arresearch.ledger import prepare_ledger
 from arresearch.models.delay import (build_delay_model, customer_risk, fit_delay, open_invoice_forecast,
                                      prepare_delay_data, seasonal_payers)
 from arresearch.models.sampling import FitSettings, check_convergence
-from arresearch.synth import generate
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def synth_small():
-    return generate(seed=11, n_customers=150, months=18)
-
-
-@pytest.fixture(scope="session")
-def ledger_small(synth_small):
-    return prepare_ledger(synth_small.observed(), synth_small.as_of)
-
-
-@pytest.fixture(scope="session")
-def delay_fit(ledger_small, tmp_path_factory, monkeypatch_session):
-    monkeypatch_session.setattr("arresearch.config.CACHE_DIR", tmp_path_factory.mktemp("cache"))
-    return fit_delay(ledger_small, FitSettings(seed=3), progress=False)
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 def test_sufficient_statistics_equal_per_invoice_likelihood(ledger_small):

@@ -12,7 +12,7 @@ import pytest
 from arresearch import kpi
 from arresearch.config import DataError
 from arresearch.pipeline import load
-from arresearch.report import build_report
+from arresearch.report import NOTEBOOKS, build_report
 from arresearch.synth import write_synthetic
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ EVIL = '<script>alert("x")</script> & =cmd|Co'
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, fit_cache):
     root = tmp_path_factory.mktemp("report")
     paths = write_synthetic(root / "raw", seed=21, n_customers=100, months=14, dirty_rows=6)
     cust = pd.read_csv(paths["customers"], dtype=str)
@@ -35,7 +35,9 @@ def test_files_written(built):
     for f in ["index.html", "worklist.xlsx", "01_overview.html", "01_overview.code.html", "02_payment_delay.html",
               "02_payment_delay.code.html", "data/customer_risk.csv", "data/open_invoice_forecast.csv",
               "data/collections_forecast.csv", "data/kpi_trend.csv", "data/aging.csv", "data/quarantine.csv",
-              "data/validation.json", "notebooks/01_overview.ipynb", "notebooks/02_payment_delay.ipynb"]:
+              "data/validation.json", "notebooks/01_overview.ipynb", "notebooks/02_payment_delay.ipynb",
+              "03_incentives.html", "03_incentives.code.html", "data/segment_incentives.csv",
+              "data/terms_incentives.csv", "data/pilot_plan.csv"]:
         assert (out / f).is_file(), f
     assert out.name == "2025-02"  # the latest complete month of a 14-month ledger from 2024-01
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
@@ -54,6 +56,17 @@ def test_summary_numbers_match_kpi_functions(built):
     assert f"{k['dso']:,.1f}" in page
     fc = pd.read_csv(out / "data" / "collections_forecast.csv")
     assert len(fc) == 13 and (fc["lower"] <= fc["expected"]).all() and (fc["expected"] <= fc["upper"]).all()
+
+
+def test_discount_recommendations_in_summary(built):
+    _, _, out = built
+    seg = pd.read_csv(out / "data" / "segment_incentives.csv")
+    assert set(seg["recommendation"]) <= {"offer", "extend", "stop", "test"}
+    page = (out / "index.html").read_text()
+    section = page[page.index("Discount recommendation per segment"):page.index("Data quality")]
+    for r in seg.itertuples():
+        assert re.search(rf"<td>{r.segment}</td><td>{r.recommendation.upper()}</td>", section), r.segment
+    assert "37.2%" in section  # the textbook annualised cost of 2/10 net 30
 
 
 def test_pages_are_self_contained_and_escaped(built):
@@ -91,7 +104,7 @@ def test_executed_notebooks_pass_nbval(built):
     """Reviewers see every notebook execute: nbval re-runs what papermill produced."""
     _, _, out = built
     nbs = sorted(str(p) for p in (out / "notebooks").glob("*.ipynb"))
-    assert len(nbs) == 2
+    assert len(nbs) == len(NOTEBOOKS)
     res = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", *nbs],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]

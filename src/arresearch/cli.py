@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import DEMO_DIR, DataError
+from .pipeline import MODELS
 from .progress import step
 
 __all__ = ["main"]
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("fit", help="fit a model and write its tables")
-    p.add_argument("model", choices=["delay"], help="delay (incentives, methods, disputes: not yet built)")
+    p.add_argument("model", choices=list(MODELS),
+                   help="delay: who pays late and when open invoices will be paid; incentives: discounts and terms")
     _data_args(p)
     p.add_argument("--config", type=Path, default=None, help="YAML business assumptions")
     p.add_argument("--out", type=Path, required=True)

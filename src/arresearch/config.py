@@ -38,11 +38,11 @@ class DataError(Exception):
 
 def _deep_update(base: dict, override: dict, where: str = "") -> dict:
     for key, value in override.items():
-        if key not in base:
+        if key not in base and where != "fees.":  # new payment methods may bring their own fees
             raise DataError(
                 f"unknown assumption '{where}{key}'; known: {', '.join(sorted(base))}"
             )
-        if isinstance(base[key], dict) and isinstance(value, dict):
+        if isinstance(base.get(key), dict) and isinstance(value, dict):
             _deep_update(base[key], value, where=f"{where}{key}.")
         else:
             base[key] = value

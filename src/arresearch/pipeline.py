@@ -18,7 +18,8 @@ from .models.sampling import FitSettings
 from .outputs import write_csv
 from .validate import ValidationResult, validate_files
 
-__all__ = ["Loaded", "load", "fit_delay_outputs", "run_fit"]
+__all__ = ["Loaded", "load", "notebook_inputs", "fit_delay_cached", "delay_tables", "fit_delay_outputs", "incentive_tables", "run_fit",
+           "MODELS"]
 
 
 @dataclass
@@ -39,15 +40,48 @@ def load(invoices, customers=None, mapping=None, as_of=None) -> Loaded:
     return Loaded(ledger=prepare_ledger(res.clean, as_of), validation=res, as_of=as_of)
 
 
-def fit_delay_outputs(loaded: Loaded, out_dir, settings: FitSettings, allow_unconverged: bool = False,
-                      config=None, progress: bool = True):
-    """Fit the payment-delay model and write its tables, posterior and summary into ``out_dir``."""
-    from .models.delay import customer_risk, fit_delay, open_invoice_forecast, seasonal_payers
+def notebook_inputs(invoices=None, customers=None, mapping=None, config=None, as_of=None, month=None,
+                    out_dir=None):
+    """What every analysis notebook starts with: the loaded ledger, the report month, the assumptions.
+
+    ``invoices=None`` means the bundled demo ledger (written first if absent). Prints one line
+    describing the data so that each notebook says what it ran on.
+    """
+    from .config import DEMO_DIR
+
+    if invoices is None:
+        if not (DEMO_DIR / "invoices.csv").exists():
+            from .synth import write_synthetic
+
+            write_synthetic(DEMO_DIR)
+        invoices, customers = DEMO_DIR / "invoices.csv", customers or DEMO_DIR / "customers.csv"
+    loaded = load(invoices, customers, mapping, as_of)
+    month = month or str(pd.Period(loaded.as_of, freq="M"))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    led = loaded.ledger
+    print(f"as-of {loaded.as_of.date()}, month {month}: {len(led):,} invoices, {led['customer_id'].nunique():,} "
+          f"customers, {int(led['is_open'].sum()):,} open; {loaded.validation.report['rows_quarantined']:,} rows "
+          "quarantined by validation")
+    return loaded, month, load_assumptions(config)
+
+
+def fit_delay_cached(loaded: Loaded, settings: FitSettings, allow_unconverged: bool = False, config=None,
+                     progress: bool = True):
+    """The payment-delay fit every analysis builds on (reused from the on-disk cache when it exists)."""
+    from .models.delay import fit_delay
+
+    a = load_assumptions(config)
+    return fit_delay(loaded.ledger, settings, allow_unconverged=allow_unconverged, progress=progress,
+                     stopped_paying_days=a["stopped_paying_days"])
+
+
+def delay_tables(fit, loaded: Loaded, out_dir, config=None) -> dict[str, pd.DataFrame]:
+    """Write the payment-delay tables, posterior and summary into ``out_dir``."""
+    from .models.delay import customer_risk, open_invoice_forecast, seasonal_payers
 
     a = load_assumptions(config)
     rl = a["routinely_late"]
-    fit = fit_delay(loaded.ledger, settings, allow_unconverged=allow_unconverged, progress=progress,
-                    stopped_paying_days=a["stopped_paying_days"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     risk = customer_risk(fit, rl["late_threshold"], rl["late_confidence"], a["interval_prob"])
@@ -63,14 +97,43 @@ def fit_delay_outputs(loaded: Loaded, out_dir, settings: FitSettings, allow_unco
     summary = fit.summary()
     summary["assumptions"] = a.flat()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return fit, {"customer_risk": risk, "open_invoice_forecast": fc, "seasonal_payers": seas}
+    return {"customer_risk": risk, "open_invoice_forecast": fc, "seasonal_payers": seas}
+
+
+def fit_delay_outputs(loaded: Loaded, out_dir, settings: FitSettings, allow_unconverged: bool = False,
+                      config=None, progress: bool = True):
+    """Fit the payment-delay model and write its tables, posterior and summary into ``out_dir``."""
+    fit = fit_delay_cached(loaded, settings, allow_unconverged, config, progress)
+    return fit, delay_tables(fit, loaded, out_dir, config)
+
+
+def incentive_tables(fit, out_dir, config=None) -> dict[str, pd.DataFrame]:
+    """Write segment_incentives.csv, terms_incentives.csv and pilot_plan.csv into ``out_dir``."""
+    from .incentives import incentive_draws, pilot_plan, segment_incentives, terms_incentives
+
+    a = load_assumptions(config)
+    inc = a["incentives"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    draws = incentive_draws(fit, a)
+    seg = segment_incentives(fit, a, inc["randomized_segments"] or None, inc["decision_confidence"], draws=draws)
+    terms = terms_incentives(fit, a, inc["shorter_terms_target_days"])
+    plan = pilot_plan(draws, seg, confidence=inc["decision_confidence"])
+    write_csv(seg, out / "segment_incentives.csv", float_format="%.4f")
+    write_csv(terms, out / "terms_incentives.csv", float_format="%.4f")
+    write_csv(plan, out / "pilot_plan.csv", float_format="%.4f")
+    return {"segment_incentives": seg, "terms_incentives": terms, "pilot_plan": plan}
+
+
+MODELS = ("delay", "incentives")
 
 
 def run_fit(model: str, invoices, customers, mapping, as_of, out_dir, args, config=None) -> int:
+    """``arresearch fit MODEL``: validate, fit (or reuse) the payment-delay model, write the model's tables."""
     from .progress import step
 
-    if model != "delay":
-        raise DataError(f"'arresearch fit {model}' is not implemented yet; available: delay")
+    if model not in MODELS:
+        raise DataError(f"'arresearch fit {model}' is not implemented; available: {', '.join(MODELS)}")
     with step("validating and cutting the ledger"):
         loaded = load(invoices, customers, mapping, as_of)
     print(f"  as-of {loaded.as_of.date()}: {len(loaded.ledger):,} invoices, "
@@ -78,10 +141,24 @@ def run_fit(model: str, invoices, customers, mapping, as_of, out_dir, args, conf
     settings = FitSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                            **({"seed": args.seed} if args.seed is not None else {}))
     with step("fitting the payment-delay model (cached fits are reused)"):
-        fit, tables = fit_delay_outputs(loaded, out_dir, settings, args.allow_unconverged, config)
+        fit = fit_delay_cached(loaded, settings, args.allow_unconverged, config)
     print(f"  {fit.diagnostics.message()}{' (from cache)' if fit.diagnostics.cached else ''}")
-    r = tables["customer_risk"]
-    print(f"  {int(r['routinely_late'].sum())} routinely late customers, "
-          f"{int(r['stopped_paying'].sum())} stopped paying; wrote {out_dir}/customer_risk.csv, "
-          "open_invoice_forecast.csv, seasonal_payers.csv, delay_posterior.nc, summary.json")
+    if model == "delay":
+        with step("writing the payment-delay tables"):
+            tables = delay_tables(fit, loaded, out_dir, config)
+        r = tables["customer_risk"]
+        print(f"  {int(r['routinely_late'].sum())} routinely late customers, "
+              f"{int(r['stopped_paying'].sum())} stopped paying; wrote {out_dir}/customer_risk.csv, "
+              "open_invoice_forecast.csv, seasonal_payers.csv, delay_posterior.nc, summary.json")
+    elif model == "incentives":
+        a = load_assumptions(config)
+        print(f"  assumptions ({a.source}): cost of capital {a['cost_of_capital']:.1%}/year, "
+              f"{a['collection_cost_per_contact']:.2f} per collection contact, "
+              f"bad debt {a['bad_debt_rate_per_30_days_over_90']:.1%} per 30 days beyond 90 past due")
+        with step("estimating discount and terms effects per segment, with the money and a pilot plan"):
+            tables = incentive_tables(fit, out_dir, config)
+        for r in tables["segment_incentives"].itertuples():
+            eff = "no offers" if pd.isna(r.effect_days) else f"{r.effect_days:+.1f} days ({r.evidence})"
+            print(f"  {r.segment}: {eff} -> {r.recommendation}")
+        print(f"  wrote {out_dir}/segment_incentives.csv, terms_incentives.csv, pilot_plan.csv")
     return 0

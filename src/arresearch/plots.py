@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["kpi_trend_plot", "aging_plot", "forecast_plot", "risk_plot", "to_data_uri"]
+__all__ = ["kpi_trend_plot", "aging_plot", "forecast_plot", "risk_plot", "interval_plot", "to_data_uri"]
 
 
 def kpi_trend_plot(trend: pd.DataFrame):
@@ -57,6 +57,35 @@ def risk_plot(risk: pd.DataFrame, top: int = 25):
     ax.set_yticks(range(len(r)), r["customer_id"].astype(str), fontsize=7)
     ax.set_xlabel("P(next invoice paid late), 90% interval")
     ax.axvline(0.5, color="grey", ls=":")
+    fig.tight_layout()
+    return fig
+
+
+def interval_plot(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, xlabel: str, ref: float | None = 0.0,
+                  extra: dict[str, str] | None = None):
+    """Horizontal interval ("forest") plot: one row per ``df[label]``, point ``est`` and bar [lo, hi].
+
+    ``extra`` maps further columns to legend labels, drawn as open markers (e.g. a naive estimate).
+    Rows with a missing estimate are labelled "no estimate".
+    """
+    d = df.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(d) + 1.2))
+    y = range(len(d))
+    ok = d[est].notna()
+    ax.errorbar(d.loc[ok, est], [i for i in y if ok[i]], xerr=[d.loc[ok, est] - d.loc[ok, lo], d.loc[ok, hi] - d.loc[ok, est]],
+                fmt="o", color="C0", capsize=3, label="estimate, interval")
+    for k, (col, name) in enumerate((extra or {}).items()):
+        ax.scatter(d[col], list(y), marker="x", color=f"C{k + 1}", label=name, zorder=3)
+    for i in y:
+        if not ok[i]:
+            ax.text(0.02, i, "no estimate", transform=ax.get_yaxis_transform(), va="center", color="grey")
+    if ref is not None:
+        ax.axvline(ref, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(d[label].astype(str))
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 

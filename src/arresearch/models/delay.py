@@ -42,13 +42,14 @@ __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "
            "p_late_draws", "takeup_draws", "pointwise_loglik", "posterior_predictive_days", "ConvergenceError",
            "MODEL_VERSION"]
 
-MODEL_VERSION = "delay-1"
+MODEL_VERSION = "delay-3"
 LOG30 = np.log(30.0)
 CENTRED_MIN_INVOICES = 10  # customers with at least this many paid invoices get a centred effect
 SEASON_MIN_INVOICES = 12
 SEASON_MIN_SPAN_DAYS = 330
 NU = 4.0  # Student-t degrees of freedom of customer effects: a few customers differ a lot
 HORIZON_DAYS = 365
+DISC_MIN_CENTRED = np.inf  # the discount shift is non-centred in every segment
 
 
 def _mode(s: pd.Series):
@@ -155,7 +156,8 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying
     y = np.where(is_open, np.nan, np.log(np.clip(dtp, 1, None) - 0.5))
     offered = df["discount_offered"].to_numpy()
     ddays = df["discount_days"].to_numpy(float)
-    taken = offered & ~is_open & (dtp <= ddays)
+    disputed = df["disputed"].to_numpy(bool)
+    taken = offered & ~disputed & ~is_open & (dtp <= ddays)
 
     # stopped paying: open past due and no payment in the last N days
     last_paid = df.groupby("customer_id")["paid_date"].max().reindex(customers)
@@ -177,7 +179,8 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying
     if hurdle:
         # an offered invoice still inside its discount window may yet be taken: leave it out
         cens &= ~(offered & (age <= ddays))
-    n_offered = np.bincount(inv_cust[offered & (~is_open | (age > ddays))], minlength=C).astype(float)
+    # a disputed invoice is not paid inside the discount window: take-up is learnt from undisputed offers
+    n_offered = np.bincount(inv_cust[offered & ~disputed & (~is_open | (age > ddays))], minlength=C).astype(float)
     n_taken = np.bincount(inv_cust[taken], minlength=C).astype(float)
 
     first = df.groupby("customer_id")["invoice_date"].min().reindex(customers)
@@ -287,13 +290,14 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
         sigma = pm.HalfNormal("sigma", 0.5, dims="segment")
         beta_terms = pm.Normal("beta_terms", 0.8, 0.5)
         disc_0 = pm.Normal("beta_disc_0", 0.0, 0.3)
-        tau_disc = pm.HalfNormal("tau_disc", 0.2)
+        tau_disc = pm.HalfNormal("tau_disc", 0.1)
         n_off_seg = np.bincount(seg, weights=d.n_offered, minlength=len(d.segments))
         ones_s = pt.ones(len(d.segments))
-        # non-centred: segments differ little in this slope (tau_disc is small next to each
-        # segment's posterior sd), the textbook funnel for a centred parameterisation
+        # centred where the segment was offered the discount (hundreds of offers pin its shift down far
+        # more tightly than tau_disc: a non-centred version diverged in the tail of tau_disc on seed 11),
+        # non-centred where it never was (only the prior speaks: the funnel of a centred version)
         beta_disc = _mixed_normal(pm, pt, "beta_disc", ones_s * disc_0, ones_s * tau_disc, n_off_seg, "segment",
-                                  np.inf)
+                                  DISC_MIN_CENTRED)
         beta_disp = pm.Normal("beta_disp", 0.3, 0.5)
         beta_method = pm.Normal("beta_method", 0.0, 0.3, dims="method")
         beta_channel = pm.Normal("beta_channel", 0.0, 0.3, dims="channel")
@@ -419,6 +423,16 @@ def p_late_draws(fit_or_post, d: DelayData, thin: int = 1) -> np.ndarray:
     return ndtr((mu - np.log(d.next_terms)[None]) / sig)
 
 
+def _code_digest() -> str:
+    """A hash of the code that defines the model, so an edited model never reuses a stale cached fit."""
+    import hashlib
+    import inspect
+
+    src = "".join(inspect.getsource(f) for f in (prepare_delay_data, design_matrix, _coefs, _mixed_normal,
+                                                 build_delay_model))
+    return hashlib.sha256(src.encode()).hexdigest()[:12]
+
+
 def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurdle: bool = True,
               allow_unconverged: bool = False, cache: bool = True, progress: bool = True,
               stopped_paying_days: int = 120) -> DelayFit:
@@ -435,7 +449,8 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
     t0 = time.perf_counter()
     d = prepare_delay_data(ledger, hurdle=hurdle, stopped_paying_days=stopped_paying_days)
     t_prep = time.perf_counter() - t0
-    key = cache_key("delay", MODEL_VERSION, d.digest(), str(d.as_of.date()), settings, {"hurdle": hurdle})
+    key = cache_key("delay", f"{MODEL_VERSION}:{_code_digest()}", d.digest(), str(d.as_of.date()), settings,
+                    {"hurdle": hurdle})
     t1 = time.perf_counter()
     model = build_delay_model(d)
     idata, seconds, cached = sample_cached(model, key, settings, CACHE_DIR if cache else None, progress)
@@ -527,7 +542,7 @@ def _open_payment_days(fit: DelayFit, seed: int, max_draws: int) -> tuple[np.nda
     take = takeup_draws(fit.posterior, d, thin)
     if take is not None:
         D = d.discount_days[op]
-        window = d.offered[op] & (age < D)
+        window = d.offered[op] & (age < D) & ~d.ledger["disputed"].to_numpy(bool)[op]
         p = take[:, c] * window[None]
         frac_left = np.clip((D - age) / np.clip(D, 1, None), 0, 1)
         p_cond = p * frac_left / (1 - p * (1 - frac_left))
@@ -628,7 +643,7 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
     take = takeup_draws(sel, d)
     if take is not None:
         pt_ = take[:, c]
-        off = d.offered[paid]
+        off = d.offered[paid] & ~d.ledger["disputed"].to_numpy(bool)[paid]  # a disputed invoice cannot take it
         tk = d.taken[paid]
         D = np.clip(d.discount_days[paid], 1, None)
         ll_take = np.log(pt_) + y[None] - np.log(D)[None]  # T ~ Uniform(0, D): density e^y / D on y
