@@ -15,8 +15,14 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from arresearch.models.delay import (build_delay_model, customer_risk, fit_delay, open_invoice_forecast,
-                                     prepare_delay_data, seasonal_payers)
+from arresearch.models.delay import (
+    build_delay_model,
+    customer_risk,
+    fit_delay,
+    open_invoice_forecast,
+    prepare_delay_data,
+    seasonal_payers,
+)
 from arresearch.models.sampling import FitSettings, check_convergence
 
 pytestmark = pytest.mark.slow

@@ -145,7 +145,7 @@ def test_segment_from_customers_file_else_all(tmp_path, write_csv, good_cols):
     cust = write_csv({"customer_id": ["007"], "segment": ["retail"], "customer_name": ["=HYPERLINK()"]},
                      name="customers.csv")
     res = validate_files(inv, cust)
-    seg = dict(zip(res.clean["invoice_id"], res.clean["segment"]))
+    seg = dict(zip(res.clean["invoice_id"], res.clean["segment"], strict=True))
     assert seg == {"0001": "retail", "0002": "retail", "0003": "all"}
 
 

@@ -76,7 +76,6 @@ def cmd_validate(args) -> int:
 
 def cmd_fit(args) -> int:
     from . import pipeline
-
     from .models import ConvergenceError
 
     inv, cust = resolve_inputs(args)
@@ -119,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit a model and write its tables")
     p.add_argument("model", choices=list(MODELS),
-                   help="delay: who pays late and when open invoices will be paid; incentives: discounts and terms")
+                   help="delay: who pays late and when open invoices will be paid; incentives: discounts and "
+                        "terms; methods: payment methods and billing channels; disputes: rates and resolution")
     _data_args(p)
     p.add_argument("--config", type=Path, default=None, help="YAML business assumptions")
     p.add_argument("--out", type=Path, required=True)

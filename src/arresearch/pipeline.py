@@ -19,7 +19,7 @@ from .outputs import write_csv
 from .validate import ValidationResult, validate_files
 
 __all__ = ["Loaded", "load", "notebook_inputs", "fit_delay_cached", "delay_tables", "fit_delay_outputs", "incentive_tables", "run_fit",
-           "MODELS"]
+           "method_tables", "dispute_tables", "MODELS"]
 
 
 @dataclass
@@ -78,6 +78,7 @@ def fit_delay_cached(loaded: Loaded, settings: FitSettings, allow_unconverged: b
 
 def delay_tables(fit, loaded: Loaded, out_dir, config=None) -> dict[str, pd.DataFrame]:
     """Write the payment-delay tables, posterior and summary into ``out_dir``."""
+    from .history import payment_trend
     from .models.delay import customer_risk, open_invoice_forecast, seasonal_payers
 
     a = load_assumptions(config)
@@ -90,6 +91,8 @@ def delay_tables(fit, loaded: Loaded, out_dir, config=None) -> dict[str, pd.Data
         risk.insert(1, "customer_name", risk["customer_id"].map(names))
     fc = open_invoice_forecast(fit)
     seas = seasonal_payers(fit)
+    trend = payment_trend(fit, prob=a["interval_prob"])
+    write_csv(trend, out / "payment_trend.csv", float_format="%.4f")
     write_csv(risk, out / "customer_risk.csv", float_format="%.4f")
     write_csv(fc, out / "open_invoice_forecast.csv", float_format="%.4f")
     write_csv(seas, out / "seasonal_payers.csv", float_format="%.4f")
@@ -97,7 +100,7 @@ def delay_tables(fit, loaded: Loaded, out_dir, config=None) -> dict[str, pd.Data
     summary = fit.summary()
     summary["assumptions"] = a.flat()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return {"customer_risk": risk, "open_invoice_forecast": fc, "seasonal_payers": seas}
+    return {"customer_risk": risk, "open_invoice_forecast": fc, "seasonal_payers": seas, "payment_trend": trend}
 
 
 def fit_delay_outputs(loaded: Loaded, out_dir, settings: FitSettings, allow_unconverged: bool = False,
@@ -125,7 +128,47 @@ def incentive_tables(fit, out_dir, config=None) -> dict[str, pd.DataFrame]:
     return {"segment_incentives": seg, "terms_incentives": terms, "pilot_plan": plan}
 
 
-MODELS = ("delay", "incentives")
+def method_tables(fit, out_dir, config=None) -> dict[str, pd.DataFrame]:
+    """Write payment_methods.csv, billing_channels.csv and switch_candidates.csv into ``out_dir``."""
+    from .methods import channel_effects, method_effects, switch_candidates
+
+    a = load_assumptions(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"payment_methods": method_effects(fit, a), "billing_channels": channel_effects(fit, a),
+              "switch_candidates": switch_candidates(fit, a)}
+    for name, t in tables.items():
+        write_csv(t, out / f"{name}.csv", float_format="%.4f")
+    return tables
+
+
+def dispute_tables(delay_fit, loaded: Loaded, out_dir, settings: FitSettings, allow_unconverged: bool = False,
+                   config=None, progress: bool = True):
+    """Fit (or reuse) the dispute model; write disputes_by_segment.csv, disputes_by_reason.csv,
+    dispute_customers.csv and open_disputes.csv into ``out_dir``. Returns (dispute fit, tables)."""
+    from .disputes import (
+        dispute_customers,
+        dispute_effect,
+        disputes_by_reason,
+        disputes_by_segment,
+        fit_disputes,
+        open_disputes,
+    )
+
+    a = load_assumptions(config)
+    prob = a["interval_prob"]
+    fit = fit_disputes(loaded.ledger, settings, allow_unconverged=allow_unconverged, progress=progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"disputes_by_segment": disputes_by_segment(fit, prob, dispute_effect(delay_fit, prob)),
+              "disputes_by_reason": disputes_by_reason(fit, prob), "dispute_customers": dispute_customers(fit, prob),
+              "open_disputes": open_disputes(fit)}
+    for name, t in tables.items():
+        write_csv(t, out / f"{name}.csv", float_format="%.4f")
+    return fit, tables
+
+
+MODELS = ("delay", "incentives", "methods", "disputes")
 
 
 def run_fit(model: str, invoices, customers, mapping, as_of, out_dir, args, config=None) -> int:
@@ -161,4 +204,21 @@ def run_fit(model: str, invoices, customers, mapping, as_of, out_dir, args, conf
             eff = "no offers" if pd.isna(r.effect_days) else f"{r.effect_days:+.1f} days ({r.evidence})"
             print(f"  {r.segment}: {eff} -> {r.recommendation}")
         print(f"  wrote {out_dir}/segment_incentives.csv, terms_incentives.csv, pilot_plan.csv")
+    elif model == "methods":
+        with step("estimating payment-method and billing-channel effects, costs and switch candidates"):
+            tables = method_tables(fit, out_dir, config)
+        pm_ = tables["payment_methods"]
+        avg = pm_[pm_["evidence"] != "reference"].groupby("method")["effect_days"].mean().sort_values()
+        print("  mean effect on days to pay against " + str(pm_["reference"].iloc[0]) + ": "
+              + ", ".join(f"{m} {v:+.1f}" for m, v in avg.items()))
+        print(f"  wrote {out_dir}/payment_methods.csv, billing_channels.csv, switch_candidates.csv")
+    elif model == "disputes":
+        with step("fitting the dispute model (rates, resolution times; cached fits are reused)"):
+            dfit, tables = dispute_tables(fit, loaded, out_dir, settings, args.allow_unconverged, config)
+        print(f"  {dfit.diagnostics.message()}")
+        seg = tables["disputes_by_segment"]
+        print("  dispute rate: " + ", ".join(f"{r.segment} {r.dispute_rate:.1%}" for r in seg.itertuples())
+              + f"; {len(tables['open_disputes'])} open disputes")
+        print(f"  wrote {out_dir}/disputes_by_segment.csv, disputes_by_reason.csv, dispute_customers.csv, "
+              "open_disputes.csv")
     return 0

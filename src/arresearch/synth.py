@@ -259,7 +259,7 @@ def generate(seed: int = 42, n_customers: int = 1000, months: int = 24, start: s
         seg_truth[s] = {
             "design": SEGMENTS[s][5],
             "mu": SEGMENTS[s][1], "tau": SEGMENTS[s][2], "sigma": SEGMENTS[s][3],
-            "discount_effect_days": float(effect_i[m].mean()) if SEGMENTS[s][5] != "none" else None,
+            "discount_effect_days": float(effect_i[m].mean()) if SEGMENTS[s][5] != "none" and m.any() else None,
             "uptake": float(p_take[cust_of][mo & ~disputed].mean()) if mo.any() else None,
             "dispute_rate": float(disp_rate[keep & (s_of == j)].mean()),
             "n_customers": int((seg_idx == j).sum()),
@@ -300,7 +300,7 @@ _LAST = ["Supply", "Foods", "Medical", "Logistics", "Tools", "Builders", "Labs",
 def _customer_names(rng, n):
     a = rng.choice(_FIRST, n)
     b = rng.choice(_LAST, n)
-    return [f"{x} {y} {i % 97}" for i, (x, y) in enumerate(zip(a, b))]
+    return [f"{x} {y} {i % 97}" for i, (x, y) in enumerate(zip(a, b, strict=True))]
 
 
 def _dirty_rows(df: pd.DataFrame, n: int, rng) -> pd.DataFrame:

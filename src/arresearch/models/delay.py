@@ -6,20 +6,25 @@ log-normal when the early-payment discount is not taken::
 
     log T_i = log 30 + theta_c + beta_terms * log(terms_i / 30)
               + beta_disc_s * offered_i + beta_disp * disputed_i
-              + beta_method[method_i] + beta_channel[channel_i]
+              + beta_method[s, method_i] + beta_channel[s, channel_i]
               + (a_s + g_c) * cos(2 pi month_i / 12) + (b_s + h_c) * sin(2 pi month_i / 12)
               + eps_i,   eps_i ~ Normal(0, sigma_s)
 
     theta_c ~ StudentT(4, alpha_s + shift_c, tau_s)   customers partially pooled within segment
     alpha_s ~ Normal(alpha_0, tau_alpha)   segments partially pooled
+    beta_method[s, m] ~ Normal(beta_method_0[m], tau_method)   likewise beta_channel, beta_disc
     (g_c, h_c) ~ StudentT(4, 0, tau_season)   only customers whose history supports it
 
-On an offered invoice the customer takes the discount with probability
-``logit^-1(k_s + v_c)`` and then pays inside the discount window (the
-"hurdle" likelihood); otherwise the log-normal above applies. Paid invoices
-enter through per-customer sufficient statistics (n, X'X, X'y, y'y with
-y = log(days_to_pay - 0.5)), which is exact for a Gaussian likelihood, so the
-cost of a gradient grows with customers x covariates, not with invoices.
+On an undisputed offered invoice the customer takes the discount with probability
+``logit^-1(k_s + v_c)`` and then pays on a uniform day inside the discount
+window; otherwise the log-normal above applies. An offered invoice paid inside
+the window is therefore a two-part mixture (taken, or early anyway); one paid
+after it was not taken. Paid invoices outside the windows enter through
+per-customer sufficient statistics (n, X'X, X'y, y'y with y = log(days_to_pay - 0.5)),
+exact for a Gaussian likelihood, so the cost of a gradient grows with
+customers x covariates plus the invoices paid inside a discount window, not
+with all invoices. Customer levels carry a Mundlak term (the customer's mean of
+each covariate that varies within customers), so slopes are learnt within customers.
 Open invoices are right-censored at their age: log P(T > age).
 """
 
@@ -34,8 +39,7 @@ import xarray as xr
 from scipy.special import expit, ndtr, ndtri
 
 from ..ledger import as_of_of
-from .sampling import (ConvergenceError, Diagnostics, FitSettings, cache_key, check_convergence,
-                       data_hash, sample_cached)
+from .sampling import ConvergenceError, Diagnostics, FitSettings, cache_key, check_convergence, data_hash, sample_cached
 
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
            "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
@@ -49,6 +53,7 @@ SEASON_MIN_INVOICES = 12
 SEASON_MIN_SPAN_DAYS = 330
 NU = 4.0  # Student-t degrees of freedom of customer effects: a few customers differ a lot
 HORIZON_DAYS = 365
+MUNDLAK_MIN_WITHIN = 0.05  # share of a covariate's variance within customers needed for a Mundlak term
 DISC_MIN_CENTRED = np.inf  # the discount shift is non-centred in every segment
 
 
@@ -80,8 +85,12 @@ class DelayData:
     cens_cust: np.ndarray
     cens_log_age: np.ndarray
     # discount take-up per customer
-    n_offered: np.ndarray
-    n_taken: np.ndarray
+    n_offered: np.ndarray  # undisputed offers whose window has passed
+    n_taken: np.ndarray  # ... of which paid inside the window (taken, or paid early anyway)
+    win_X: np.ndarray  # those paid inside the window: design rows, customer, y, log window length
+    win_cust: np.ndarray
+    win_y: np.ndarray
+    win_log_d: np.ndarray
     season_eligible: np.ndarray
     stopped: np.ndarray
     hurdle: bool
@@ -95,11 +104,12 @@ class DelayData:
     next_X: np.ndarray  # the customer's "next invoice" design row
     next_terms: np.ndarray
     xbar: np.ndarray  # (C, K) customer means of the design columns (column 0 is 0)
+    within_share: np.ndarray  # (K-1,) share of each covariate's variance within customers
     ledger: pd.DataFrame = field(repr=False)
 
     def digest(self) -> str:
         return data_hash(self.G, self.h, self.xbar, self.q, self.n, self.Xc, self.cens_log_age, self.n_offered,
-                         self.n_taken, self.cust_seg, np.asarray(self.customers, dtype=str).astype("S"),
+                         self.n_taken, self.win_X, self.win_y, self.win_log_d, self.cust_seg, np.asarray(self.customers, dtype=str).astype("S"),
                          self.season_eligible, self.stopped)
 
 
@@ -179,9 +189,12 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying
     if hurdle:
         # an offered invoice still inside its discount window may yet be taken: leave it out
         cens &= ~(offered & (age <= ddays))
-    # a disputed invoice is not paid inside the discount window: take-up is learnt from undisputed offers
+    # a disputed invoice is not paid inside the discount window: take-up is learnt from undisputed offers.
+    # An undisputed offered invoice paid inside the window was either taken or paid early anyway (the
+    # take-up mixture, per invoice); one paid after the window or still open past it was not taken.
     n_offered = np.bincount(inv_cust[offered & ~disputed & (~is_open | (age > ddays))], minlength=C).astype(float)
     n_taken = np.bincount(inv_cust[taken], minlength=C).astype(float)
+    win = np.flatnonzero(taken) if hurdle else np.zeros(0, int)
 
     first = df.groupby("customer_id")["invoice_date"].min().reindex(customers)
     span = (as_of - first).dt.days.to_numpy()
@@ -199,12 +212,17 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying
     np.add.at(xbar, inv_cust, X)
     xbar /= np.bincount(inv_cust, minlength=C)[:, None]
     xbar[:, 0] = 0.0
+    # share of each covariate's variance that lies within customers (0: a pure customer habit)
+    total = X[:, 1:].var(axis=0)
+    within = ((X[:, 1:] - xbar[inv_cust, 1:]) ** 2).mean(axis=0)
+    within_share = np.divide(within, total, out=np.zeros_like(total), where=total > 0)
 
     return DelayData(
-        as_of=as_of, xbar=xbar, customers=customers, segments=segments, cust_seg=cust_seg, features=features,
+        as_of=as_of, xbar=xbar, within_share=within_share, customers=customers, segments=segments, cust_seg=cust_seg, features=features,
         methods=methods, channels=channels, method_ref=method_ref, channel_ref=channel_ref,
         n=n, G=G, h=h, q=q, Xc=X[cens], cens_cust=inv_cust[cens], cens_log_age=np.log(age[cens]),
-        n_offered=n_offered, n_taken=n_taken,
+        n_offered=n_offered, n_taken=n_taken, win_X=X[win], win_cust=inv_cust[win], win_y=y[win],
+        win_log_d=np.log(np.clip(ddays[win], 1, None)),
         season_eligible=season_eligible, stopped=stopped, hurdle=hurdle, X=X, inv_cust=inv_cust, y=y,
         taken=taken, offered=offered, discount_days=ddays, next_X=next_X,
         next_terms=usual["terms_days"].to_numpy(float), ledger=ledger,
@@ -235,10 +253,10 @@ def _coefs(xp, p: dict, d: DelayData):
         segcol = lambda v: v[seg]  # noqa: E731
         stack = lambda cols: xp.stack(cols, axis=-1)  # noqa: E731
     cols = [col(p["beta_terms"]), segcol(p["beta_disc"]), col(p["beta_disp"])]
-    for j in range(len(d.methods)):
-        cols.append(col(p["beta_method"][..., j]))
+    for j in range(len(d.methods)):  # method and channel effects are per segment: (..., segment, level)
+        cols.append(segcol(p["beta_method"][..., j]))
     for j in range(len(d.channels)):
-        cols.append(col(p["beta_channel"][..., j]))
+        cols.append(segcol(p["beta_channel"][..., j]))
     cols += [segcol(p["season_a"]) + p["season_g"][..., 0], segcol(p["season_b"]) + p["season_g"][..., 1]]
     slopes = stack(cols)  # (..., C, K-1)
     shift = (slopes * d.xbar[:, 1:]).sum(axis=-1)
@@ -299,8 +317,20 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
         beta_disc = _mixed_normal(pm, pt, "beta_disc", ones_s * disc_0, ones_s * tau_disc, n_off_seg, "segment",
                                   DISC_MIN_CENTRED)
         beta_disp = pm.Normal("beta_disp", 0.3, 0.5)
-        beta_method = pm.Normal("beta_method", 0.0, 0.3, dims="method")
-        beta_channel = pm.Normal("beta_channel", 0.0, 0.3, dims="channel")
+        # payment method and billing channel: a population effect per level, segments partially pooled
+        # around it (non-centred: some segment x method cells hold a handful of invoices or none)
+        beta_method_0 = pm.Normal("beta_method_0", 0.0, 0.3, dims="method")
+        tau_method = pm.HalfNormal("tau_method", 0.1)
+        beta_method = pm.Deterministic(
+            "beta_method", beta_method_0[None, :] + tau_method * pm.Normal("beta_method_z", 0.0, 1.0,
+                                                                           dims=("segment", "method")),
+            dims=("segment", "method"))
+        beta_channel_0 = pm.Normal("beta_channel_0", 0.0, 0.3, dims="channel")
+        tau_channel = pm.HalfNormal("tau_channel", 0.1)
+        beta_channel = pm.Deterministic(
+            "beta_channel", beta_channel_0[None, :] + tau_channel * pm.Normal("beta_channel_z", 0.0, 1.0,
+                                                                              dims=("segment", "channel")),
+            dims=("segment", "channel"))
         season_a = pm.Normal("season_a", 0.0, 0.2, dims="segment")
         season_b = pm.Normal("season_b", 0.0, 0.2, dims="segment")
         elig = np.flatnonzero(d.season_eligible)
@@ -315,10 +345,20 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
                  beta_method=beta_method, beta_channel=beta_channel, season_a=season_a, season_b=season_b,
                  season_g=season_g)
         slopes, shift = _coefs(pt, p, d)
-        # customer effects are centred on the segment mean plus what the customer's own covariate mix
-        # implies (Mundlak-style): a habit such as paying by check is then not traded off against the
-        # customer's intercept, which keeps the posterior geometry simple.
-        theta = _mixed_normal(pm, pt, "theta", alpha[seg] + shift, tau[seg], d.n, "customer", min_centred)
+        # theta is the customer's mean log time to pay: centred on the segment mean plus what the customer's
+        # covariate mix implies (keeps the geometry simple), plus a Mundlak term gamma . (xbar_c - mean xbar)
+        # over the non-seasonal covariates. Without it the customer effects are assumed unrelated to habits
+        # (paying by check, being offered the discount) and between-customer differences leak into the
+        # slopes; with it the slopes are learnt within customers and the habits' association with a
+        # customer's level goes to gamma.
+        # A covariate that never varies within a customer (a pure habit) gets no Mundlak term: its slope
+        # can then only come from comparing customers, and DelayData.within_share says so.
+        cols = 1 + np.flatnonzero(d.within_share[:-2] >= MUNDLAK_MIN_WITHIN)
+        level = alpha[seg] + shift
+        if len(cols):
+            mk = d.xbar[:, cols] - d.xbar[:, cols].mean(axis=0)
+            level = level + pt.dot(mk, pm.Normal("mundlak", 0.0, 0.5, shape=len(cols)))
+        theta = _mixed_normal(pm, pt, "theta", level, tau[seg], d.n, "customer", min_centred)
         b = pt.concatenate([(theta - shift)[:, None], slopes], axis=1)  # (C, K)
         b0 = pt.set_subtensor(b[:, 0], b[:, 0] + LOG30)
         sig_c = sigma[seg]
@@ -340,8 +380,20 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
             offered_c = np.flatnonzero(d.n_offered > 0)
             if len(offered_c):
                 v = pm.Normal("takeup_z", 0.0, 1.0, shape=len(offered_c)) * tau_v
-                pm.Binomial("taken", n=d.n_offered[offered_c], p=pm.math.sigmoid(k[seg[offered_c]] + v),
-                            observed=d.n_taken[offered_c])
+                logit = pt.set_subtensor(k[seg][offered_c], k[seg][offered_c] + v)  # (C,)
+                # offers not paid in the window: not taken
+                n_late = d.n_offered - d.n_taken
+                pm.Potential("not_taken", (-n_late[offered_c] * pm.math.log1pexp(logit[offered_c])).sum())
+                if len(d.win_cust):
+                    # paid inside the window: taken (uniform day in the window; density e^y / D on the
+                    # y scale) or not taken and early anyway (the log-normal) -- a two-part mixture
+                    lg = logit[d.win_cust]
+                    mu_w = (d.win_X * b0[d.win_cust]).sum(axis=1)
+                    sw = sigma[seg[d.win_cust]]
+                    lp_take = -pm.math.log1pexp(-lg) + d.win_y - d.win_log_d
+                    lp_not = (-pm.math.log1pexp(lg) - 0.5 * np.log(2 * np.pi) - pt.log(sw)
+                              - 0.5 * ((d.win_y - mu_w) / sw) ** 2)
+                    pm.Potential("paid_in_window", pt.logaddexp(lp_take, lp_not).sum())
     return model
 
 
@@ -361,8 +413,9 @@ def _draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> dict:
         if name not in post:
             raise KeyError(f"posterior lacks {name}")
         out[name] = _flat(post, name, thin)
-    if len(d.methods) == 0:
-        out["beta_method"] = np.zeros((out["theta"].shape[0], 0))
+    for name, levels in (("beta_method", d.methods), ("beta_channel", d.channels)):
+        if len(levels) == 0:
+            out[name] = np.zeros((out["theta"].shape[0], len(d.segments), 0))
     return out
 
 
@@ -458,7 +511,8 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
     post = idata["posterior"].dataset
     quantities = {"p_late": xr.DataArray(
         p_late_draws(post, d).reshape(post.sizes["chain"], post.sizes["draw"], -1), dims=("chain", "draw", "customer"))}
-    for name in ("alpha", "sigma", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel"):
+    for name in ("alpha", "sigma", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel",
+                 "beta_method_0", "beta_channel_0"):
         if name in post and post[name].size:
             quantities[name] = post[name]
     diag = check_convergence(quantities, idata["sample_stats"].dataset if "sample_stats" in idata.children else None)
@@ -625,8 +679,9 @@ def seasonal_payers(fit: DelayFit, min_amplitude: float = 0.15, confidence: floa
 def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
     """Per-invoice log-likelihood of paid invoices on the y = log(days - 0.5) scale, (chain, draw', n_paid).
 
-    Under the hurdle model a taken discount contributes log p_take + log density of a
-    uniform take day; other offered invoices log(1 - p_take) + log-normal density.
+    Under the take-up model an offered invoice paid inside its window contributes the
+    mixture log(p_take x uniform-day density + (1 - p_take) x log-normal density); other
+    offered invoices log(1 - p_take) + log-normal density.
     The same paid invoices are scored under either likelihood, so LOO compares them.
     """
     d = fit.data
@@ -647,7 +702,8 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
         tk = d.taken[paid]
         D = np.clip(d.discount_days[paid], 1, None)
         ll_take = np.log(pt_) + y[None] - np.log(D)[None]  # T ~ Uniform(0, D): density e^y / D on y
-        ll = np.where(tk[None], ll_take, np.where(off[None], np.log1p(-pt_) + ll, ll))
+        ll_mix = np.logaddexp(ll_take, np.log1p(-pt_) + ll)  # paid in the window: taken or early anyway
+        ll = np.where(tk[None], ll_mix, np.where(off[None], np.log1p(-pt_) + ll, ll))
     S = ll.shape[0]
     return ll.reshape(ch, S // ch, -1)
 
