@@ -37,7 +37,9 @@ def test_files_written(built):
               "data/collections_forecast.csv", "data/kpi_trend.csv", "data/aging.csv", "data/quarantine.csv",
               "data/validation.json", "notebooks/01_overview.ipynb", "notebooks/02_payment_delay.ipynb",
               "03_incentives.html", "03_incentives.code.html", "data/segment_incentives.csv",
-              "data/terms_incentives.csv", "data/pilot_plan.csv"]:
+              "data/terms_incentives.csv", "data/pilot_plan.csv", "04_payment_methods.html",
+              "05_disputes.code.html", "data/payment_methods.csv", "data/switch_candidates.csv",
+              "data/disputes_by_segment.csv", "data/open_disputes.csv", "data/payment_trend.csv"]:
         assert (out / f).is_file(), f
     assert out.name == "2025-02"  # the latest complete month of a 14-month ledger from 2024-01
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left

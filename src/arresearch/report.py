@@ -27,12 +27,13 @@ from .config import NOTEBOOKS_DIR, REPORTS_DIR, DataError, load_assumptions
 from .ledger import latest_complete_month, month_end
 from .models.sampling import FitSettings
 from .outputs import write_csv, write_xlsx
-from .pipeline import fit_delay_outputs, incentive_tables, load
+from .pipeline import dispute_tables, fit_delay_outputs, incentive_tables, load, method_tables
 from .progress import step
 
 __all__ = ["build_report", "NOTEBOOKS", "strip_remote_scripts"]
 
-NOTEBOOKS = ["01_overview.ipynb", "02_payment_delay.ipynb", "03_incentives.ipynb"]
+NOTEBOOKS = ["01_overview.ipynb", "02_payment_delay.ipynb", "03_incentives.ipynb", "04_payment_methods.ipynb",
+             "05_disputes.ipynb"]
 _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?https?://.*?</script>|<script\b[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>",
                             re.S | re.I)
 _REMOTE_LINK = re.compile(r"<link\b[^>]*href=[\"']https?://[^>]*>", re.I)
@@ -167,6 +168,17 @@ def build_report(month=None, invoices=None, customers=None, mapping=None, config
         current = "incentives"
         with step("estimating discount effects and recommendations per segment"):
             inc = incentive_tables(fit, data_dir, config)
+        current = "payment methods"
+        with step("estimating payment-method effects, costs and switch candidates"):
+            meth = method_tables(fit, data_dir, config)
+        current = "disputes"
+        with step("fitting the dispute model (or reusing the cached fit)"):
+            dfit, disp = dispute_tables(fit, loaded, data_dir, settings, allow_unconverged=True, config=config,
+                                        progress=False)
+            print(f"  {dfit.diagnostics.message()}{' (from cache)' if dfit.diagnostics.cached else ''}")
+            if not dfit.diagnostics.ok and not allow_unconverged:
+                raise StepError(f"dispute fit {dfit.diagnostics.message()}; pass --allow-unconverged "
+                                "to publish it with a warning")
         current = "KPIs and forecast"
         with step("computing KPIs, aging and the 13-week collections forecast"):
             from .forecast import collections_forecast
@@ -196,7 +208,8 @@ def build_report(month=None, invoices=None, customers=None, mapping=None, config
                 pages[name] = _render(executed, tmp)
         current = "index.html"
         with step("writing index.html"):
-            _write_index(tmp, month, loaded, fit, {**tables, **inc}, trend, ag, fc, wl, pages, assumptions, params,
+            _write_index(tmp, month, loaded, fit, {**tables, **inc, **meth, **disp}, trend, ag, fc, wl, pages,
+                         assumptions, params, dfit.diagnostics,
                          time.perf_counter() - t_start)
     except DataError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -237,7 +250,37 @@ def _discount_section(seg: pd.DataFrame, assumptions) -> str:
             "discount): see the pilot plan in the incentives analysis.</p>")
 
 
-def _write_index(out: Path, month, loaded, fit, tables, trend, ag, fc, wl, pages, assumptions, params, seconds):
+def _methods_section(pm_: pd.DataFrame, sc: pd.DataFrame) -> str:
+    """Effect and value of each method against the reference, averaged over segments; top switch candidates."""
+    nonref = pm_[pm_["evidence"] != "reference"]
+    if nonref.empty:
+        return "<p>The data hold a single payment method: nothing to compare.</p>"
+    agg = nonref.groupby("method").apply(lambda g: pd.Series({
+        "invoices (12 months)": int(g["n_invoices"].sum()),
+        "effect on days to pay (segment range)": f"{g['effect_days'].min():+.1f} to {g['effect_days'].max():+.1f}",
+        "cost per 1,000": g["cost_per_1000"].mean(),
+        "net value per 1,000 (segment range)": f"{g['net_value_per_1000'].min():+.2f} to "
+                                               f"{g['net_value_per_1000'].max():+.2f}",
+        "evidence": g["evidence"].iloc[0]}), include_groups=False).reset_index()
+    top = sc.head(5)[["customer_id", "segment", "usual_method", "switch_to", "annual_net_value", "p_positive"]] \
+        if len(sc) else pd.DataFrame()
+    ref = str(pm_["reference"].iloc[0])
+    return (f"<p>Against {html.escape(ref)}; details per segment in the payment-methods analysis.</p>{_table(agg)}"
+            f"<p>Customers where a switch of payment method is worth most per year:</p>{_table(top)}")
+
+
+def _disputes_section(seg: pd.DataFrame, od: pd.DataFrame) -> str:
+    cols = ["segment", "dispute_rate", "dispute_rate_q05", "dispute_rate_q95", "open_disputes", "open_dispute_amount"]
+    if "dispute_effect_days" in seg:
+        cols.append("dispute_effect_days")
+    oldest = od.head(5)[["invoice_id", "customer_id", "dispute_reason", "amount", "dispute_opened_date",
+                         "expected_resolution_date"]] if len(od) else pd.DataFrame()
+    return (f"{_table(seg[cols], '{:,.3f}')}<p>{len(od):,} disputes open, {od['amount'].sum():,.0f} in open amount. "
+            f"Oldest:</p>{_table(oldest)}")
+
+
+def _write_index(out: Path, month, loaded, fit, tables, trend, ag, fc, wl, pages, assumptions, params, ddiag,
+                 seconds):
     from .models.sampling import data_hash
 
     esc = html.escape
@@ -250,7 +293,10 @@ def _write_index(out: Path, month, loaded, fit, tables, trend, ag, fc, wl, pages
         return f'<div class="kpi">{esc(label)}<b>{esc(fmt.format(v))}</b><small>{esc(delta)}</small></div>'
 
     diag = fit.diagnostics
-    warn = "" if diag.ok else f'<p class="warn"><b>Convergence warning.</b> {esc(diag.message())}. Treat model-based numbers with care.</p>'
+    warn = "".join(
+        f'<p class="warn"><b>Convergence warning ({esc(name)}).</b> {esc(dg.message())}. Treat the numbers '
+        'that come from this model with care.</p>'
+        for name, dg in (("payment-delay model", diag), ("dispute model", ddiag)) if not dg.ok)
     v = loaded.validation.report
     links = "".join(
         f'<li>{esc(n)}: <a href="{esc(p["business"].name)}">report</a> · <a href="{esc(p["code"].name)}">with code</a></li>'
@@ -278,12 +324,15 @@ def _write_index(out: Path, month, loaded, fit, tables, trend, ag, fc, wl, pages
 {v['rows_collapsed']:,} identical copies collapsed; {v.get('rows_after_as_of', 0):,} dated after the as-of date.
 Quarantined rows with their reasons: <a href="data/quarantine.csv">data/quarantine.csv</a>.</p>
 {_table(pd.DataFrame({'reason': list(v['reasons']), 'rows': list(v['reasons'].values())}))}
+<h3>Payment methods</h3>{_methods_section(tables['payment_methods'], tables['switch_candidates'])}
+<h3>Disputes</h3>{_disputes_section(tables['disputes_by_segment'], tables['open_disputes'])}
 <h2>KPI trend</h2><img alt="KPI trend" src="{plots.to_data_uri(plots.kpi_trend_plot(trend))}">
 <h2>Aging at month end</h2><img alt="aging" src="{plots.to_data_uri(plots.aging_plot(ag))}">{_table(ag)}
 <h2>Routinely late customers</h2><img alt="late risk" src="{plots.to_data_uri(plots.risk_plot(tables['customer_risk']))}">
 <h2>Analyses</h2><ul>{links}</ul>
 <h2>Appendix</h2>
-<h3>Model diagnostics</h3><p>{esc(diag.message())}; sampling {diag.sampling_seconds:.1f}s{' (cached fit)' if diag.cached else ''}.</p>
+<h3>Model diagnostics</h3><p>Payment-delay model: {esc(diag.message())}; sampling {diag.sampling_seconds:.1f}s{' (cached fit)' if diag.cached else ''}.<br>
+Dispute model: {esc(ddiag.message())}{' (cached fit)' if ddiag.cached else ''}.</p>
 <h3>Run parameters</h3>{_table(pd.DataFrame({'parameter': list(params), 'value': [str(x) for x in params.values()]}))}
 <h3>Assumptions</h3>{_table(pd.DataFrame({'assumption': list(assumptions.flat()), 'value': [str(x) for x in assumptions.flat().values()]}))}
 <h3>Data hash and versions</h3><p>ledger hash {esc(data_hash(loaded.ledger.drop(columns=[c for c in loaded.ledger if loaded.ledger[c].dtype == object])))}; built in {seconds:.0f}s on {esc(sys.platform)}.</p>
