@@ -12,6 +12,7 @@ INVOICES ?=
 CUSTOMERS ?=
 MAPPING ?=
 CONFIG ?=
+ORIGINS ?=
 
 # Find a Python >= 3.12: python3.12, python3.13, a pyenv install, then python3.
 # Each candidate is run, so a pyenv shim that is not activated is skipped.
@@ -21,7 +22,7 @@ BASE_PYTHON ?= $(firstword $(foreach p,$(PYTHON_CANDIDATES),$(shell $(p) -c 'imp
 REPORT_ARGS := $(if $(MONTH),--month $(MONTH)) $(if $(INVOICES),--invoices $(INVOICES)) \
 	$(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(MAPPING),--mapping $(MAPPING)) $(if $(CONFIG),--config $(CONFIG))
 
-.PHONY: help setup data report test lint lab clean
+.PHONY: help setup data report backtest bench test lint lab clean
 
 help: ## show this list of targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -44,6 +45,10 @@ data: $(STAMP) ## write the seeded synthetic demo ledger into data/raw/demo/
 
 report: $(STAMP) $(DEMO)/invoices.csv ## build reports/YYYY-MM/ (MONTH=YYYY-MM, INVOICES=, CUSTOMERS=, MAPPING=, CONFIG=)
 	@$(AR) report $(REPORT_ARGS)
+
+backtest: $(STAMP) $(DEMO)/invoices.csv ## score past predictions against baselines (ORIGINS=d1,d2 INVOICES=...)
+	@$(AR) backtest $(if $(ORIGINS),--origins $(ORIGINS)) $(if $(INVOICES),--invoices $(INVOICES)) \
+		$(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(MAPPING),--mapping $(MAPPING))
 
 test: $(STAMP) ## run the test suite (unit, statistical recovery, notebooks)
 	@$(PY) -m pytest

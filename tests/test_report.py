@@ -111,3 +111,14 @@ def test_executed_notebooks_pass_nbval(built):
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert re.search(r"\b2 passed\b|\b\d+ passed\b", res.stdout)
+
+
+def test_backtest_appendix_reads_latest_metrics(tmp_path):
+    from arresearch.report import _backtest_section
+
+    assert "make backtest" in _backtest_section(tmp_path / "missing.csv")
+    p = tmp_path / "backtest_metrics.csv"
+    pd.DataFrame({"origin": ["2025-06-30"], "model": ["<b>bayes</b>"], "n": [10], "auc": [0.81234], "brier": [0.2],
+                  "mae_days": [9.5], "coverage_80": [0.8]}).to_csv(p, index=False)
+    html_ = _backtest_section(p)
+    assert "0.812" in html_ and "&lt;b&gt;bayes&lt;/b&gt;" in html_

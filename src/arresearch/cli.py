@@ -97,6 +97,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_backtest(args) -> int:
+    from .models.sampling import FitSettings
+    from .pipeline import run_backtest_outputs
+
+    inv, cust = resolve_inputs(args)
+    origins = [o.strip() for o in args.origins.split(",") if o.strip()] if args.origins else None
+    settings = FitSettings(draws=args.draws, tune=args.tune, chains=args.chains,
+                           **({"seed": args.seed} if args.seed is not None else {}))
+    m = run_backtest_outputs(inv, cust, args.mapping, origins, args.out, settings, args.horizon)
+    cols = ["origin", "model", "n", "auc", "brier", "mae_days", "coverage_80"]
+    print(m[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    mean = m.groupby("model")[["auc", "brier", "mae_days", "coverage_80"]].mean()
+    print("mean over origins:\n" + mean.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"  wrote {args.out}/backtest_metrics.csv, backtest_calibration.csv, backtest_predictions.parquet")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="arresearch", description="Accounts-receivable research tools.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -125,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _sampler_args(p)
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("backtest", help="fit at past origins and score predictions against what happened")
+    _data_args(p)
+    p.add_argument("--origins", default=None,
+                   help="comma-separated dates (default: four quarter-ends before the last 3 months of data)")
+    p.add_argument("--horizon", type=int, default=3, help="months of new invoices to predict after each origin")
+    p.add_argument("--out", type=Path, default=Path("reports/backtest"))
+    _sampler_args(p)
+    p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("report", help="build the monthly HTML report")
     _data_args(p)

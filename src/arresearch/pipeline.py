@@ -19,7 +19,7 @@ from .outputs import write_csv
 from .validate import ValidationResult, validate_files
 
 __all__ = ["Loaded", "load", "notebook_inputs", "fit_delay_cached", "delay_tables", "fit_delay_outputs", "incentive_tables", "run_fit",
-           "method_tables", "dispute_tables", "MODELS"]
+           "method_tables", "dispute_tables", "run_backtest_outputs", "MODELS"]
 
 
 @dataclass
@@ -166,6 +166,29 @@ def dispute_tables(delay_fit, loaded: Loaded, out_dir, settings: FitSettings, al
     for name, t in tables.items():
         write_csv(t, out / f"{name}.csv", float_format="%.4f")
     return fit, tables
+
+
+def run_backtest_outputs(invoices, customers, mapping, origins, out_dir, settings: FitSettings,
+                         horizon_months: int = 3) -> pd.DataFrame:
+    """``arresearch backtest``: validate once, run every origin, write the metrics, calibration and predictions."""
+    from .backtest import default_origins, run_backtest
+
+    loaded = load(invoices, customers, mapping)
+    clean = loaded.validation.clean
+    end = loaded.as_of
+    origins = [pd.Timestamp(o) for o in origins] if origins else default_origins(end, 4, horizon_months)
+    late = [o for o in origins if o >= end]
+    if late:
+        raise DataError(f"backtest origin {late[0].date()} is not before the end of the data ({end.date()})")
+    print(f"  data end {end.date()}; origins {', '.join(str(o.date()) for o in origins)}; "
+          f"horizon {horizon_months} months")
+    metrics, calib, preds = run_backtest(clean, origins, end, settings, horizon_months)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(metrics, out / "backtest_metrics.csv", float_format="%.4f")
+    write_csv(calib, out / "backtest_calibration.csv", float_format="%.4f")
+    preds.to_parquet(out / "backtest_predictions.parquet", index=False)
+    return metrics
 
 
 MODELS = ("delay", "incentives", "methods", "disputes")

@@ -279,6 +279,17 @@ def _disputes_section(seg: pd.DataFrame, od: pd.DataFrame) -> str:
             f"Oldest:</p>{_table(oldest)}")
 
 
+def _backtest_section(path: Path) -> str:
+    """The latest backtest table (written by ``make backtest``), or how to produce one."""
+    if not path.is_file():
+        return ("<p>No backtest has been run for this data yet: <code>make backtest</code> fits the model at past "
+                "origins and scores its predictions against baselines; the table then appears here.</p>")
+    m = pd.read_csv(path)
+    cols = [c for c in ("origin", "model", "n", "auc", "brier", "mae_days", "coverage_80") if c in m]
+    when = time.strftime("%Y-%m-%d", time.localtime(path.stat().st_mtime))
+    return f"<p>From {html.escape(str(path.name))}, written {when}.</p>{_table(m[cols], '{:,.3f}')}"
+
+
 def _write_index(out: Path, month, loaded, fit, tables, trend, ag, fc, wl, pages, assumptions, params, ddiag,
                  seconds):
     from .models.sampling import data_hash
@@ -333,6 +344,7 @@ Quarantined rows with their reasons: <a href="data/quarantine.csv">data/quaranti
 <h2>Appendix</h2>
 <h3>Model diagnostics</h3><p>Payment-delay model: {esc(diag.message())}; sampling {diag.sampling_seconds:.1f}s{' (cached fit)' if diag.cached else ''}.<br>
 Dispute model: {esc(ddiag.message())}{' (cached fit)' if ddiag.cached else ''}.</p>
+<h3>Backtest (latest <code>make backtest</code>)</h3>{_backtest_section(out.parent / "backtest" / "backtest_metrics.csv")}
 <h3>Run parameters</h3>{_table(pd.DataFrame({'parameter': list(params), 'value': [str(x) for x in params.values()]}))}
 <h3>Assumptions</h3>{_table(pd.DataFrame({'assumption': list(assumptions.flat()), 'value': [str(x) for x in assumptions.flat().values()]}))}
 <h3>Data hash and versions</h3><p>ledger hash {esc(data_hash(loaded.ledger.drop(columns=[c for c in loaded.ledger if loaded.ledger[c].dtype == object])))}; built in {seconds:.0f}s on {esc(sys.platform)}.</p>
