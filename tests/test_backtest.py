@@ -6,8 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arresearch.backtest import (_expanding_history, auc, brier, calibration_curve, coverage, mae, predict_gbm,
-                                 predict_history, run_backtest, targets_at_origin)
+from arresearch.backtest import (
+    _expanding_history,
+    auc,
+    brier,
+    calibration_curve,
+    coverage,
+    mae,
+    predict_gbm,
+    predict_history,
+    run_backtest,
+    targets_at_origin,
+)
 from arresearch.models.delay import prepare_delay_data
 from arresearch.models.sampling import FitSettings
 from arresearch.synth import write_synthetic
