@@ -13,6 +13,7 @@ CUSTOMERS ?=
 MAPPING ?=
 CONFIG ?=
 ORIGINS ?=
+SECTIONS ?=
 
 # Find a Python >= 3.12: python3.12, python3.13, a pyenv install, then python3.
 # Each candidate is run, so a pyenv shim that is not activated is skipped.
@@ -49,6 +50,9 @@ report: $(STAMP) $(DEMO)/invoices.csv ## build reports/YYYY-MM/ (MONTH=YYYY-MM, 
 backtest: $(STAMP) $(DEMO)/invoices.csv ## score past predictions against baselines (ORIGINS=d1,d2 INVOICES=...)
 	@$(AR) backtest $(if $(ORIGINS),--origins $(ORIGINS)) $(if $(INVOICES),--invoices $(INVOICES)) \
 		$(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(MAPPING),--mapping $(MAPPING))
+
+bench: $(STAMP) ## benchmarks: delay model vs per-invoice version, scaling 10k-1M, report timings (~40 min)
+	@$(PY) benchmarks/bench.py $(SECTIONS)
 
 test: $(STAMP) ## run the test suite (unit, statistical recovery, notebooks)
 	@$(PY) -m pytest

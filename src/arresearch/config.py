@@ -9,6 +9,7 @@ module; a user's YAML file overrides any subset of them.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ DEMO_DIR = RAW_DIR / "demo"
 INTERIM_DIR = DATA_DIR / "interim"
 REPORTS_DIR = PROJ_ROOT / "reports"
 NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
-CACHE_DIR = PROJ_ROOT / ".cache" / "fits"
+# fitted posteriors, keyed by data, as-of date, model code and sampler settings; ARRESEARCH_CACHE moves it
+CACHE_DIR = Path(os.environ.get("ARRESEARCH_CACHE") or PROJ_ROOT / ".cache" / "fits")
 DEFAULT_ASSUMPTIONS = PACKAGE_DIR / "assumptions.yaml"
 
 RANDOM_SEED = 20261204

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["kpi_trend_plot", "aging_plot", "forecast_plot", "risk_plot", "interval_plot", "to_data_uri"]
+__all__ = ["kpi_trend_plot", "aging_plot", "forecast_plot", "risk_plot", "interval_plot", "model_graph_plot", "to_data_uri"]
 
 
 def kpi_trend_plot(trend: pd.DataFrame):
@@ -86,6 +86,49 @@ def interval_plot(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, xlab
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def model_graph_plot(model, figsize=(14, 5.5)):
+    """The model's graph (free variables, deterministics, likelihood terms) drawn with matplotlib.
+
+    Variables are placed in layers by their depth in the graph (parents above children).
+    A stand-in for ``pm.model_to_graphviz`` that needs no Graphviz install and no script.
+    """
+    from pymc.model_graph import ModelGraph
+
+    g = ModelGraph(model).make_compute_graph()  # child -> parents
+    names = [n for n in g if not n.endswith(("_z", "_centred"))]
+    parents = {n: {p for p in g[n] if p in names} for n in names}
+    depth: dict[str, int] = {}
+
+    def d(n, seen=()):
+        if n not in depth:
+            depth[n] = 0 if not parents[n] or n in seen else 1 + max(d(p, (*seen, n)) for p in parents[n])
+        return depth[n]
+
+    for n in names:
+        d(n)
+    layers: dict[int, list[str]] = {}
+    for n in sorted(names):
+        layers.setdefault(depth[n], []).append(n)
+    pos = {}
+    for lv, ns in layers.items():
+        for k, n in enumerate(ns):
+            stagger = 0.05 * (k % 2) if len(ns) > 8 else 0.0  # crowded layers alternate up and down
+            pos[n] = ((k + 1) / (len(ns) + 1), 1 - lv / max(len(layers), 2) - stagger)
+    fig, ax = plt.subplots(figsize=figsize)
+    for n in names:
+        for p in parents[n]:
+            ax.annotate("", xy=pos[n], xytext=pos[p], arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.7})
+    free = {v.name for v in model.free_RVs}
+    for n, (x, y) in pos.items():
+        kind = "C0" if n in free or f"{n}_z" in g or f"{n}_centred" in g else "C2"
+        ax.text(x, y, n, ha="center", va="center", fontsize=7,
+                bbox={"boxstyle": "round", "fc": "white", "ec": kind})
+    ax.set_axis_off()
+    ax.set_title("blue: parameters, green: derived quantities and likelihood terms", fontsize=8)
     fig.tight_layout()
     return fig
 

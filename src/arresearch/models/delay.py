@@ -43,7 +43,8 @@ from .sampling import ConvergenceError, Diagnostics, FitSettings, cache_key, che
 
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
            "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
-           "p_late_draws", "takeup_draws", "pointwise_loglik", "posterior_predictive_days", "ConvergenceError",
+           "p_late_draws", "takeup_draws", "delay_diagnostics", "loo_tree", "compare_likelihoods",
+           "prior_predictive_days", "pointwise_loglik", "posterior_predictive_days", "ConvergenceError",
            "MODEL_VERSION"]
 
 MODEL_VERSION = "delay-3"
@@ -290,8 +291,13 @@ def _mixed_normal(pm, pt, name: str, mean, sd, n_obs: np.ndarray, dims: str, min
     return pm.Deterministic(name, out, dims=dims)
 
 
-def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
-    """The PyMC model (a ``pm.Model``) for prepared delay data."""
+def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per_invoice: bool = False):
+    """The PyMC model (a ``pm.Model``) for prepared delay data.
+
+    ``per_invoice=True`` writes the paid invoices' likelihood the way one would first write
+    it, one Normal term per invoice, instead of the exact sufficient statistics; the
+    posterior is the same. Used by the benchmark only.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -364,7 +370,12 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES):
         sig_c = sigma[seg]
         # exact Gaussian log-likelihood from sufficient statistics
         ss = d.q - 2 * (b0 * d.h).sum(axis=1) + (b0[:, :, None] * d.G * b0[:, None, :]).sum(axis=(1, 2))
-        pm.Potential("paid_loglik", (-d.n * pt.log(sig_c) - ss / (2 * sig_c ** 2)).sum())
+        if per_invoice:
+            rows = np.flatnonzero(~np.isnan(d.y) & ~(d.hurdle & d.taken))
+            ci = d.inv_cust[rows]
+            pm.Normal("paid_y", mu=(d.X[rows] * b0[ci]).sum(axis=1), sigma=sig_c[ci], observed=d.y[rows])
+        else:
+            pm.Potential("paid_loglik", (-d.n * pt.log(sig_c) - ss / (2 * sig_c ** 2)).sum())
         model.delay_coefs = b0  # (C, K) tensor, for tests and checks
         if len(d.cens_cust):
             mu_c = (d.Xc * b0[d.cens_cust]).sum(axis=1)
@@ -476,6 +487,17 @@ def p_late_draws(fit_or_post, d: DelayData, thin: int = 1) -> np.ndarray:
     return ndtr((mu - np.log(d.next_terms)[None]) / sig)
 
 
+def delay_diagnostics(post: xr.Dataset, sample_stats: xr.Dataset | None, d: DelayData) -> Diagnostics:
+    """R-hat, bulk ESS and divergences over every reported quantity (each customer's p_late included)."""
+    quantities = {"p_late": xr.DataArray(
+        p_late_draws(post, d).reshape(post.sizes["chain"], post.sizes["draw"], -1), dims=("chain", "draw", "customer"))}
+    for name in ("alpha", "sigma", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel",
+                 "beta_method_0", "beta_channel_0"):
+        if name in post and post[name].size:
+            quantities[name] = post[name]
+    return check_convergence(quantities, sample_stats)
+
+
 def _code_digest() -> str:
     """A hash of the code that defines the model, so an edited model never reuses a stale cached fit."""
     import hashlib
@@ -508,14 +530,8 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
     model = build_delay_model(d)
     idata, seconds, cached = sample_cached(model, key, settings, CACHE_DIR if cache else None, progress)
     t_fit = time.perf_counter() - t1
-    post = idata["posterior"].dataset
-    quantities = {"p_late": xr.DataArray(
-        p_late_draws(post, d).reshape(post.sizes["chain"], post.sizes["draw"], -1), dims=("chain", "draw", "customer"))}
-    for name in ("alpha", "sigma", "beta_terms", "beta_disc", "beta_disp", "beta_method", "beta_channel",
-                 "beta_method_0", "beta_channel_0"):
-        if name in post and post[name].size:
-            quantities[name] = post[name]
-    diag = check_convergence(quantities, idata["sample_stats"].dataset if "sample_stats" in idata.children else None)
+    diag = delay_diagnostics(idata["posterior"].dataset,
+                             idata["sample_stats"].dataset if "sample_stats" in idata.children else None, d)
     diag.sampling_seconds = float(idata.attrs.get("sampling_seconds", seconds))
     diag.cached = cached
     timings = {"prepare": round(t_prep, 2), "build_and_sample": round(t_fit, 2),
@@ -707,6 +723,45 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
     S = ll.shape[0]
     return ll.reshape(ch, S // ch, -1)
 
+
+
+def loo_tree(fit: DelayFit, thin: int = 4) -> xr.DataTree:
+    """Posterior plus pointwise log-likelihood of the paid invoices, the input ``az.loo``/``az.compare`` expect."""
+    ll = pointwise_loglik(fit, thin)
+    post = fit.posterior.isel(draw=slice(None, None, thin))[["alpha", "sigma"]]
+    return xr.DataTree.from_dict({"posterior": post, "log_likelihood": xr.Dataset(
+        {"days": (("chain", "draw", "invoice"), ll)}, coords={"chain": post["chain"], "draw": post["draw"]})})
+
+
+def compare_likelihoods(ledger: pd.DataFrame, settings: FitSettings | None = None, main: DelayFit | None = None,
+                        thin: int = 4, **kw) -> tuple[pd.DataFrame, dict[str, DelayFit]]:
+    """LOO comparison of the take-up mixture ("hurdle") likelihood against a plain log-normal for every paid invoice.
+
+    Both are scored on the same paid invoices on the same scale (y = log(days - 0.5)).
+    Returns (``az.compare`` table, the fits by name). ``main`` reuses an existing hurdle fit.
+    """
+    import arviz as az
+
+    fits = {"take-up mixture + log-normal": main or fit_delay(ledger, settings, allow_unconverged=True, **kw),
+            "log-normal only": fit_delay(ledger, settings, hurdle=False, allow_unconverged=True, **kw)}
+    trees = {name: loo_tree(f, thin) for name, f in fits.items()}
+    return az.compare(trees), fits
+
+
+def prior_predictive_days(d: DelayData, draws: int = 200, n_invoices: int = 2000, seed: int = 0) -> np.ndarray:
+    """Days to pay simulated from the prior (parameters drawn from their priors, log-normal part only)."""
+    import pymc as pm
+
+    rng = np.random.default_rng(seed)
+    with build_delay_model(d):
+        names = [v for v in _PARAMS + ["sigma"]]
+        prior = pm.sample_prior_predictive(draws=draws, var_names=names, random_seed=seed)
+    ds = prior["prior"].dataset if hasattr(prior, "children") else prior.prior
+    b, sig = coef_draws(ds, d)
+    rows = rng.choice(len(d.X), size=min(n_invoices, len(d.X)), replace=False)
+    c = d.inv_cust[rows]
+    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[rows])
+    return np.ceil(np.exp(mu + sig[:, c] * rng.standard_normal(mu.shape))).ravel()
 
 
 def posterior_predictive_days(fit: DelayFit, max_draws: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
