@@ -53,6 +53,7 @@ def fit_cache(tmp_path_factory, monkeypatch_session):
     """Fits go to a private cache folder, never the user's."""
     path = tmp_path_factory.mktemp("cache")
     monkeypatch_session.setattr("arresearch.config.CACHE_DIR", path)
+    monkeypatch_session.setenv("ARRESEARCH_CACHE", str(path))  # notebook kernels started by the tests too
     return path
 
 

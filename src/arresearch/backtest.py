@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .ledger import prepare_ledger
-from .models.delay import DelayFit, _open_payment_days, coef_draws, design_matrix, fit_delay, takeup_draws
+from .models.delay import DelayFit, _open_payment_days, coef_draws, design_matrix, fit_delay, linpred, takeup_draws
 from .models.sampling import FitSettings
 
 __all__ = ["auc", "brier", "mae", "coverage", "calibration_curve", "targets_at_origin", "predict_bayes",
@@ -147,7 +147,7 @@ def predict_bayes(fit: DelayFit, targets: pd.DataFrame, seed: int = 0, max_draws
         share = led.groupby("customer_id")["disputed"].mean().reindex(d.customers).fillna(0).to_numpy()
         j_disp = 1 + d.features.index("disputed")
         disp = rng.random((b.shape[0], len(new))) < share[c][None]
-        mu = np.einsum("sik,ik->si", b[:, c, :], X) + disp * b[:, c, j_disp]
+        mu = linpred(b, c, X) + disp * b[:, c, j_disp]
         t = np.exp(mu + sig[:, c] * rng.standard_normal(mu.shape))
         take = takeup_draws(fit.posterior, d, thin)
         if take is not None:

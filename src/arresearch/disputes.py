@@ -269,7 +269,7 @@ def dispute_effect(delay_fit, prob: float = 0.9, months: int = 12, max_draws: in
 
     From the payment-delay model's dispute term (a log-scale shift); 90% intervals.
     """
-    from .models.delay import coef_draws
+    from .models.delay import coef_draws, linpred
 
     d = delay_fit.data
     led = d.ledger
@@ -286,7 +286,7 @@ def dispute_effect(delay_fit, prob: float = 0.9, months: int = 12, max_draws: in
         c = d.inv_cust[r]
         X0 = d.X[r].copy()
         X0[:, j] = 0.0
-        mu0 = np.einsum("sik,ik->si", b[:, c, :], X0)
+        mu0 = linpred(b, c, X0)
         sg = sig[:, c]
         eff = (np.exp(mu0 + b[:, c, j] + sg ** 2 / 2) - np.exp(mu0 + sg ** 2 / 2)).mean(1)
         lo, hi = _iv(eff, prob)

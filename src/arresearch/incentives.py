@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.special import ndtr
 from scipy.stats import chi2
 
-from .models.delay import DelayFit, coef_draws, takeup_draws
+from .models.delay import DelayFit, coef_draws, linpred, takeup_draws
 
 __all__ = ["naive_comparison", "targeting_check", "offer_evidence", "incentive_draws", "segment_incentives", "terms_incentives", "pilot_plan",
            "annualised_discount_cost", "RECOMMENDATIONS"]
@@ -175,7 +175,7 @@ def incentive_draws(fit: DelayFit, assumptions, max_draws: int = 500) -> dict[st
         c = d.inv_cust[rows]
         X0 = d.X[rows].copy()
         X0[:, j_disc] = 0.0
-        mu0 = np.einsum("sik,ik->si", b[:, c, :], X0)
+        mu0 = linpred(b, c, X0)
         mu1 = mu0 + b[:, c, j_disc]
         sg = sig[:, c]
         terms = led["terms_days"].to_numpy(float)[rows]
@@ -289,7 +289,7 @@ def terms_incentives(fit: DelayFit, assumptions, target_terms: int = 30, max_dra
         if longer.any():
             r = np.flatnonzero(longer)
             c = d.inv_cust[r]
-            mu = np.einsum("sik,ik->si", b[:, c, :], d.X[r])
+            mu = linpred(b, c, d.X[r])
             terms = led["terms_days"].to_numpy(float)[r]
             mu_new = mu + b[:, c, j] * (np.log(target_terms / 30.0) - np.log(terms / 30.0))[None]
             e_old, e_new = np.exp(mu + sig[:, c] ** 2 / 2), np.exp(mu_new + sig[:, c] ** 2 / 2)

@@ -43,7 +43,7 @@ from .sampling import ConvergenceError, Diagnostics, FitSettings, cache_key, che
 
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
            "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
-           "p_late_draws", "takeup_draws", "delay_diagnostics", "loo_tree", "compare_likelihoods",
+           "p_late_draws", "takeup_draws", "delay_diagnostics", "linpred", "loo_tree", "compare_likelihoods",
            "prior_predictive_days", "pointwise_loglik", "posterior_predictive_days", "ConvergenceError",
            "MODEL_VERSION"]
 
@@ -408,6 +408,18 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
     return model
 
 
+def linpred(b: np.ndarray, cust: np.ndarray, X: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """Linear predictor (S, n) = per-draw ``b[s, cust[i]] . X[i]``, in blocks of draws.
+
+    The one-shot ``einsum`` over ``b[:, cust, :]`` materialises an (S, n, K) array: 4.8 GB for
+    1,000 draws of the demo ledger's 46k paid invoices. Blocks keep it to a few hundred MB.
+    """
+    out = np.empty((b.shape[0], len(cust)))
+    for s0 in range(0, b.shape[0], chunk):
+        out[s0:s0 + chunk] = np.einsum("sik,ik->si", b[s0:s0 + chunk][:, cust, :], X)
+    return out
+
+
 def _flat(post: xr.Dataset, name: str, thin: int = 1) -> np.ndarray:
     """A posterior variable with chain and draw flattened into a leading sample axis."""
     return post[name].stack(sample=("chain", "draw")).transpose("sample", ...).values[::thin]
@@ -604,7 +616,7 @@ def _open_payment_days(fit: DelayFit, seed: int, max_draws: int) -> tuple[np.nda
     rng = np.random.default_rng(seed)
     c = d.inv_cust[op]
     age = led["age_days"].to_numpy(float)[op]
-    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[op])
+    mu = linpred(b, c, d.X[op])
     s = sig[:, c]
     a = ndtr((np.log(np.clip(age, 1e-9, None))[None] - mu) / s)
     uu = a + rng.random(mu.shape) * (1 - a)
@@ -707,7 +719,7 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
     b, sig = coef_draws(sel, d)
     paid = np.flatnonzero(~np.isnan(d.y))
     c = d.inv_cust[paid]
-    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[paid])
+    mu = linpred(b, c, d.X[paid])
     s = sig[:, c]
     y = d.y[paid]
     ll = -0.5 * np.log(2 * np.pi) - np.log(s) - 0.5 * ((y[None] - mu) / s) ** 2
@@ -725,7 +737,7 @@ def pointwise_loglik(fit: DelayFit, thin: int = 4) -> np.ndarray:
 
 
 
-def loo_tree(fit: DelayFit, thin: int = 4) -> xr.DataTree:
+def loo_tree(fit: DelayFit, thin: int = 8) -> xr.DataTree:
     """Posterior plus pointwise log-likelihood of the paid invoices, the input ``az.loo``/``az.compare`` expect."""
     ll = pointwise_loglik(fit, thin)
     post = fit.posterior.isel(draw=slice(None, None, thin))[["alpha", "sigma"]]
@@ -734,7 +746,7 @@ def loo_tree(fit: DelayFit, thin: int = 4) -> xr.DataTree:
 
 
 def compare_likelihoods(ledger: pd.DataFrame, settings: FitSettings | None = None, main: DelayFit | None = None,
-                        thin: int = 4, **kw) -> tuple[pd.DataFrame, dict[str, DelayFit]]:
+                        thin: int = 8, **kw) -> tuple[pd.DataFrame, dict[str, DelayFit]]:
     """LOO comparison of the take-up mixture ("hurdle") likelihood against a plain log-normal for every paid invoice.
 
     Both are scored on the same paid invoices on the same scale (y = log(days - 0.5)).
@@ -760,7 +772,7 @@ def prior_predictive_days(d: DelayData, draws: int = 200, n_invoices: int = 2000
     b, sig = coef_draws(ds, d)
     rows = rng.choice(len(d.X), size=min(n_invoices, len(d.X)), replace=False)
     c = d.inv_cust[rows]
-    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[rows])
+    mu = linpred(b, c, d.X[rows])
     return np.ceil(np.exp(mu + sig[:, c] * rng.standard_normal(mu.shape))).ravel()
 
 
@@ -776,7 +788,7 @@ def posterior_predictive_days(fit: DelayFit, max_draws: int = 50, seed: int = 0)
     S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
     b, sig = coef_draws(fit.posterior, d, thin=max(1, S_all // max_draws))
     c = d.inv_cust[sel]
-    mu = np.einsum("sik,ik->si", b[:, c, :], d.X[sel])
+    mu = linpred(b, c, d.X[sel])
     rep = np.ceil(np.exp(mu + sig[:, c] * rng.standard_normal(mu.shape)))
     obs = np.ceil(np.exp(d.y[sel]) + 0.5)
     return obs, rep.ravel()
