@@ -57,9 +57,8 @@ bench: $(STAMP) ## benchmarks: delay model vs per-invoice version, scaling 10k-1
 test: $(STAMP) ## run the test suite (unit, statistical recovery, notebooks)
 	@$(PY) -m pytest
 
-lint: $(STAMP) ## ruff on the package, tests and notebooks
-	@$(VENV)/bin/ruff check src tests
-	@$(VENV)/bin/ruff format --check src tests
+lint: $(STAMP) ## ruff on the package, tests and benchmarks; notebooks carry no outputs
+	@$(VENV)/bin/ruff check src tests benchmarks
 	@$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
 
 lab: $(STAMP) ## start JupyterLab in notebooks/
