@@ -32,7 +32,16 @@ import numpy as np
 import pandas as pd
 
 from .ledger import prepare_ledger
-from .models.delay import DelayFit, _open_payment_days, coef_draws, design_matrix, fit_delay, linpred, takeup_draws
+from .models.delay import (
+    DelayFit,
+    _open_payment_days,
+    coef_draws,
+    design_matrix,
+    draw_thin,
+    fit_delay,
+    linpred,
+    takeup_draws,
+)
 from .models.sampling import FitSettings
 
 __all__ = ["auc", "brier", "mae", "coverage", "calibration_curve", "targets_at_origin", "predict_bayes",
@@ -138,8 +147,7 @@ def predict_bayes(fit: DelayFit, targets: pd.DataFrame, seed: int = 0, max_draws
         out.loc[targets.index[is_open][ok]] = s.to_numpy()
     new = targets[~is_open]
     if len(new):
-        S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
-        thin = max(1, S_all // max_draws)
+        thin = draw_thin(fit.posterior, max_draws)
         b, sig = coef_draws(fit.posterior, d, thin)
         c = d.customers.get_indexer(new["customer_id"])
         X = design_matrix(new.assign(disputed=False), d.methods, d.channels)

@@ -269,12 +269,12 @@ def dispute_effect(delay_fit, prob: float = 0.9, months: int = 12, max_draws: in
 
     From the payment-delay model's dispute term (a log-scale shift); 90% intervals.
     """
-    from .models.delay import coef_draws, linpred
+    from .models.delay import coef_draws, draw_thin, linpred
 
     d = delay_fit.data
     led = d.ledger
     post = delay_fit.posterior
-    thin = max(1, post.sizes["chain"] * post.sizes["draw"] // max_draws)
+    thin = draw_thin(post, max_draws)
     b, sig = coef_draws(post, d, thin)
     j = 1 + d.features.index("disputed")
     recent = (led["invoice_date"] > d.as_of - pd.DateOffset(months=months)).to_numpy()

@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.special import ndtr
 from scipy.stats import chi2
 
-from .models.delay import DelayFit, coef_draws, linpred, takeup_draws
+from .models.delay import DelayFit, coef_draws, draw_thin, linpred, takeup_draws
 
 __all__ = ["naive_comparison", "targeting_check", "offer_evidence", "incentive_draws", "segment_incentives", "terms_incentives", "pilot_plan",
            "annualised_discount_cost", "RECOMMENDATIONS"]
@@ -133,6 +133,12 @@ def _excess(mu, sig, k):
     return np.exp(mu + sig ** 2 / 2) * ndtr((mu + sig ** 2 - np.log(k)) / sig) - k * ndtr((mu - np.log(k)) / sig)
 
 
+def daily_rates(assumptions) -> tuple[float, float]:
+    """(value of one day of earlier cash per unit, collection cost per day late per invoice) from the assumptions."""
+    return (assumptions["cost_of_capital"] / 365.0,
+            assumptions["collection_cost_per_contact"] * assumptions["contacts_per_30_days_late"] / 30.0)
+
+
 def _offer_terms(ledger: pd.DataFrame) -> tuple[float, float]:
     off = ledger[ledger["discount_offered"]]
     if off.empty:
@@ -155,15 +161,13 @@ def incentive_draws(fit: DelayFit, assumptions, max_draws: int = 500) -> dict[st
     led = d.ledger
     start = _window(led)
     post = fit.posterior
-    S_all = post.sizes["chain"] * post.sizes["draw"]
-    thin = max(1, S_all // max_draws)
+    thin = draw_thin(post, max_draws)
     b, sig = coef_draws(post, d, thin)
     take = takeup_draws(post, d, thin)
     pct, ddays = _offer_terms(led)
     taken_days = led.loc[d.taken, "days_to_pay"]
     take_day = float(taken_days.mean()) if len(taken_days) else (ddays + 1) / 2
-    coc = assumptions["cost_of_capital"] / 365.0
-    contact = assumptions["collection_cost_per_contact"] * assumptions["contacts_per_30_days_late"] / 30.0
+    coc, contact = daily_rates(assumptions)
     bad = assumptions["bad_debt_rate_per_30_days_over_90"] / 30.0
     j_disc = 1 + d.features.index("discount")
     out = {}
@@ -274,11 +278,11 @@ def terms_incentives(fit: DelayFit, assumptions, target_terms: int = 30, max_dra
     d = fit.data
     led = d.ledger
     post = fit.posterior
-    thin = max(1, post.sizes["chain"] * post.sizes["draw"] // max_draws)
+    thin = draw_thin(post, max_draws)
     b, sig = coef_draws(post, d, thin)
     j = 1 + d.features.index("log_terms")
     recent = (led["invoice_date"] > d.as_of - pd.DateOffset(months=12)).to_numpy()
-    coc = assumptions["cost_of_capital"] / 365.0
+    coc = daily_rates(assumptions)[0]
     prob = assumptions["interval_prob"]
     rows = []
     for seg in d.segments:

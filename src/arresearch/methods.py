@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .incentives import _excess, _interval
-from .models.delay import DelayFit, coef_draws
+from .incentives import _excess, _interval, daily_rates
+from .models.delay import DelayFit, coef_draws, draw_thin
 
 __all__ = ["level_effects", "method_effects", "channel_effects", "switch_candidates", "fee_per_invoice"]
 
@@ -70,10 +70,9 @@ def level_effects(fit: DelayFit, assumptions, kind: str = "method", months: int 
     ref = d.method_ref if kind == "method" else d.channel_ref
     cols = [1 + d.features.index(f"{kind}[{lv}]") for lv in levels]
     post = fit.posterior
-    thin = max(1, post.sizes["chain"] * post.sizes["draw"] // max_draws)
+    thin = draw_thin(post, max_draws)
     b, sig = coef_draws(post, d, thin)
-    coc = assumptions["cost_of_capital"] / 365.0
-    contact = assumptions["collection_cost_per_contact"] * assumptions["contacts_per_30_days_late"] / 30.0
+    coc, contact = daily_rates(assumptions)
     fees = assumptions["fees"]
     prob = assumptions["interval_prob"]
     habit = _habit(led, col)
@@ -146,10 +145,9 @@ def switch_candidates(fit: DelayFit, assumptions, targets=("ach", "card"), month
     cols = [1 + d.features.index(f"method[{lv}]") for lv in levels]
     targets = [t for t in targets if t == d.method_ref or t in levels]
     post = fit.posterior
-    thin = max(1, post.sizes["chain"] * post.sizes["draw"] // max_draws)
+    thin = draw_thin(post, max_draws)
     b, sig = coef_draws(post, d, thin)
-    coc = assumptions["cost_of_capital"] / 365.0
-    contact = assumptions["collection_cost_per_contact"] * assumptions["contacts_per_30_days_late"] / 30.0
+    coc, contact = daily_rates(assumptions)
     fees = assumptions["fees"]
     prob = assumptions["interval_prob"]
     recent = _recent(d, months)

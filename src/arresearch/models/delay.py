@@ -43,7 +43,7 @@ from .sampling import ConvergenceError, Diagnostics, FitSettings, cache_key, che
 
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
            "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
-           "p_late_draws", "takeup_draws", "delay_diagnostics", "linpred", "loo_tree", "compare_likelihoods",
+           "p_late_draws", "takeup_draws", "delay_diagnostics", "linpred", "draw_thin", "loo_tree", "compare_likelihoods",
            "prior_predictive_days", "pointwise_loglik", "posterior_predictive_days", "ConvergenceError",
            "MODEL_VERSION"]
 
@@ -420,6 +420,11 @@ def linpred(b: np.ndarray, cust: np.ndarray, X: np.ndarray, chunk: int = 32) -> 
     return out
 
 
+def draw_thin(post: xr.Dataset, max_draws: int) -> int:
+    """The thinning step that keeps at most about ``max_draws`` of the posterior's chain x draw samples."""
+    return max(1, post.sizes["chain"] * post.sizes["draw"] // max_draws)
+
+
 def _flat(post: xr.Dataset, name: str, thin: int = 1) -> np.ndarray:
     """A posterior variable with chain and draw flattened into a leading sample axis."""
     return post[name].stack(sample=("chain", "draw")).transpose("sample", ...).values[::thin]
@@ -610,8 +615,7 @@ def _open_payment_days(fit: DelayFit, seed: int, max_draws: int) -> tuple[np.nda
     d = fit.data
     led = d.ledger
     op = np.flatnonzero(led["is_open"].to_numpy())
-    S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
-    thin = max(1, S_all // max_draws)
+    thin = draw_thin(fit.posterior, max_draws)
     b, sig = coef_draws(fit.posterior, d, thin)
     rng = np.random.default_rng(seed)
     c = d.inv_cust[op]
@@ -785,8 +789,7 @@ def posterior_predictive_days(fit: DelayFit, max_draws: int = 50, seed: int = 0)
     d = fit.data
     rng = np.random.default_rng(seed)
     sel = np.flatnonzero(~np.isnan(d.y) & ~d.taken)
-    S_all = fit.posterior.sizes["chain"] * fit.posterior.sizes["draw"]
-    b, sig = coef_draws(fit.posterior, d, thin=max(1, S_all // max_draws))
+    b, sig = coef_draws(fit.posterior, d, thin=draw_thin(fit.posterior, max_draws))
     c = d.inv_cust[sel]
     mu = linpred(b, c, d.X[sel])
     rep = np.ceil(np.exp(mu + sig[:, c] * rng.standard_normal(mu.shape)))
