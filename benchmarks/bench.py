@@ -60,17 +60,20 @@ def bench_delay(draws_naive: int = 300) -> list[str]:
     rows = []
 
     t0 = time.perf_counter()
-    fit = fit_delay(led, FitSettings(), cache=False, allow_unconverged=True, progress=False)
+    default = FitSettings()
+    fit = fit_delay(led, default, cache=False, allow_unconverged=True, progress=False)
     wall = time.perf_counter() - t0
-    rows.append(("project (sufficient statistics, nutpie)", 1000, 1000, wall, fit.diagnostics))
-    _say(f"  project: {wall:.0f}s, {fit.diagnostics.message()}")
+    rows.append(("project (sufficient statistics, nutpie)", default.tune, default.draws, wall, fit.diagnostics))
+    _say(f"  project: {wall:.0f}s (prepare {fit.timings['prepare']:.0f}s, compile "
+         f"{fit.idata.attrs.get('compile_seconds', float('nan')):.0f}s, sampling {fit.diagnostics.sampling_seconds:.0f}s), "
+         f"{fit.diagnostics.message()}")
 
     settings = FitSettings(draws=draws_naive, tune=draws_naive)
     t0 = time.perf_counter()
     model = build_delay_model(d, per_invoice=True)
     compiled = nutpie.compile_pymc_model(model)
     idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=4, seed=1,
-                          target_accept=0.95, progress_bar=False, cores=2)
+                          target_accept=default.target_accept, progress_bar=False, cores=2)
     wall = time.perf_counter() - t0
     post, stats = _posterior_and_stats(idata)
     diag = delay_diagnostics(post, stats, d)
@@ -80,7 +83,7 @@ def bench_delay(draws_naive: int = 300) -> list[str]:
     t0 = time.perf_counter()
     with build_delay_model(d, per_invoice=True):
         idata = pm.sample(draws=draws_naive, tune=draws_naive, chains=4, cores=2, random_seed=1,
-                          target_accept=0.95, progressbar=False, compute_convergence_checks=False)
+                          target_accept=default.target_accept, progressbar=False, compute_convergence_checks=False)
     wall = time.perf_counter() - t0
     post, stats = _posterior_and_stats(idata)
     diag = delay_diagnostics(post, stats, d)

@@ -48,6 +48,38 @@ def test_sufficient_statistics_equal_per_invoice_likelihood(ledger_small):
     assert agg == pytest.approx(per_invoice, rel=1e-9, abs=1e-6)
 
 
+def test_censored_and_window_terms_equal_per_invoice_sums(ledger_small):
+    """The open-invoice and discount-window terms, merged into cells, equal their per-invoice sums."""
+    from scipy.special import expit
+
+    d = prepare_delay_data(ledger_small)
+    assert d.win_w.sum() == d.taken.sum() and len(d.win_w) <= d.taken.sum()
+    model = build_delay_model(d)
+    ip = model.initial_point()
+    rng = np.random.default_rng(1)
+    point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in ip.items()}
+    pots = {p.name: p for p in model.potentials}
+    f = model.compile_fn([pots["open_censored"], pots["paid_in_window"], model.delay_coefs, model["sigma"],
+                          model["takeup_seg"], model["takeup_z"], model["tau_takeup"]],
+                         inputs=model.value_vars, on_unused_input="ignore", point_fn=True)
+    cens, window, b0, sigma, k, z, tv = f(point)
+    led = ledger_small
+    age = led["age_days"].to_numpy(float)
+    open_ = led["is_open"].to_numpy() & (age >= 1) & ~d.stopped[d.inv_cust]
+    open_ &= ~(d.offered & (age <= d.discount_days))
+    c = d.inv_cust[open_]
+    mu = (d.X[open_] * b0[c]).sum(1)
+    assert cens == pytest.approx(norm.logsf(np.log(age[open_]), mu, sigma[d.cust_seg[c]]).sum(), rel=1e-9)
+    logit = k[d.cust_seg].copy()
+    logit[np.flatnonzero(d.n_offered > 0)] += z * tv
+    w = np.flatnonzero(d.taken)
+    c = d.inv_cust[w]
+    p = expit(logit[c])
+    mu = (d.X[w] * b0[c]).sum(1)
+    dens = p * np.exp(d.y[w]) / d.discount_days[w] + (1 - p) * norm.pdf(d.y[w], mu, sigma[d.cust_seg[c]])
+    assert window == pytest.approx(np.log(dens).sum(), rel=1e-9)
+
+
 def test_logp_and_gradient_finite_at_initial_point(ledger_small):
     model = build_delay_model(prepare_delay_data(ledger_small))
     ip = model.initial_point()

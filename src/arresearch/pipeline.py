@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from .cache import cached_tables
 from .config import DataError, load_assumptions
 from .ledger import latest_date, prepare_ledger
 from .models.sampling import FitSettings
 from .outputs import write_csv
 from .validate import ValidationResult, validate_files
 
-__all__ = ["Loaded", "load", "notebook_inputs", "fit_delay_cached", "delay_tables", "fit_delay_outputs", "incentive_tables", "run_fit",
+__all__ = ["Loaded", "load", "cached_tables", "notebook_inputs", "fit_delay_cached", "delay_tables", "fit_delay_outputs", "incentive_tables", "run_fit",
            "method_tables", "dispute_tables", "run_backtest_outputs", "MODELS"]
 
 
@@ -85,13 +86,18 @@ def delay_tables(fit, loaded: Loaded, out_dir, config=None) -> dict[str, pd.Data
     rl = a["routinely_late"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    risk = customer_risk(fit, rl["late_threshold"], rl["late_confidence"], a["interval_prob"])
-    if "customer_name" in loaded.ledger:
-        names = loaded.ledger.drop_duplicates("customer_id").set_index("customer_id")["customer_name"]
-        risk.insert(1, "customer_name", risk["customer_id"].map(names))
-    fc = open_invoice_forecast(fit)
-    seas = seasonal_payers(fit)
-    trend = payment_trend(fit, prob=a["interval_prob"])
+
+    def compute():
+        risk = customer_risk(fit, rl["late_threshold"], rl["late_confidence"], a["interval_prob"])
+        if "customer_name" in loaded.ledger:
+            names = loaded.ledger.drop_duplicates("customer_id").set_index("customer_id")["customer_name"]
+            risk.insert(1, "customer_name", risk["customer_id"].map(names))
+        return {"customer_risk": risk, "open_invoice_forecast": open_invoice_forecast(fit),
+                "seasonal_payers": seasonal_payers(fit), "payment_trend": payment_trend(fit, prob=a["interval_prob"])}
+
+    tables = cached_tables("delay", {"fit": fit.key, "assumptions": a.flat()}, compute)
+    risk, fc, seas, trend = (tables[k] for k in ("customer_risk", "open_invoice_forecast", "seasonal_payers",
+                                                  "payment_trend"))
     write_csv(trend, out / "payment_trend.csv", float_format="%.4f")
     write_csv(risk, out / "customer_risk.csv", float_format="%.4f")
     write_csv(fc, out / "open_invoice_forecast.csv", float_format="%.4f")
@@ -100,7 +106,7 @@ def delay_tables(fit, loaded: Loaded, out_dir, config=None) -> dict[str, pd.Data
     summary = fit.summary()
     summary["assumptions"] = a.flat()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return {"customer_risk": risk, "open_invoice_forecast": fc, "seasonal_payers": seas, "payment_trend": trend}
+    return tables
 
 
 def fit_delay_outputs(loaded: Loaded, out_dir, settings: FitSettings, allow_unconverged: bool = False,
@@ -118,14 +124,17 @@ def incentive_tables(fit, out_dir, config=None) -> dict[str, pd.DataFrame]:
     inc = a["incentives"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    draws = incentive_draws(fit, a)
-    seg = segment_incentives(fit, a, inc["randomized_segments"] or None, inc["decision_confidence"], draws=draws)
-    terms = terms_incentives(fit, a, inc["shorter_terms_target_days"])
-    plan = pilot_plan(draws, seg, confidence=inc["decision_confidence"])
-    write_csv(seg, out / "segment_incentives.csv", float_format="%.4f")
-    write_csv(terms, out / "terms_incentives.csv", float_format="%.4f")
-    write_csv(plan, out / "pilot_plan.csv", float_format="%.4f")
-    return {"segment_incentives": seg, "terms_incentives": terms, "pilot_plan": plan}
+
+    def compute():
+        draws = incentive_draws(fit, a)
+        seg = segment_incentives(fit, a, inc["randomized_segments"] or None, inc["decision_confidence"], draws=draws)
+        return {"segment_incentives": seg, "terms_incentives": terms_incentives(fit, a, inc["shorter_terms_target_days"]),
+                "pilot_plan": pilot_plan(draws, seg, confidence=inc["decision_confidence"])}
+
+    tables = cached_tables("incentives", {"fit": fit.key, "assumptions": a.flat()}, compute)
+    for name, t in tables.items():
+        write_csv(t, out / f"{name}.csv", float_format="%.4f")
+    return tables
 
 
 def method_tables(fit, out_dir, config=None) -> dict[str, pd.DataFrame]:
@@ -135,8 +144,9 @@ def method_tables(fit, out_dir, config=None) -> dict[str, pd.DataFrame]:
     a = load_assumptions(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"payment_methods": method_effects(fit, a), "billing_channels": channel_effects(fit, a),
-              "switch_candidates": switch_candidates(fit, a)}
+    tables = cached_tables("methods", {"fit": fit.key, "assumptions": a.flat()}, lambda: {
+        "payment_methods": method_effects(fit, a), "billing_channels": channel_effects(fit, a),
+        "switch_candidates": switch_candidates(fit, a)})
     for name, t in tables.items():
         write_csv(t, out / f"{name}.csv", float_format="%.4f")
     return tables
@@ -160,9 +170,10 @@ def dispute_tables(delay_fit, loaded: Loaded, out_dir, settings: FitSettings, al
     fit = fit_disputes(loaded.ledger, settings, allow_unconverged=allow_unconverged, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"disputes_by_segment": disputes_by_segment(fit, prob, dispute_effect(delay_fit, prob)),
-              "disputes_by_reason": disputes_by_reason(fit, prob), "dispute_customers": dispute_customers(fit, prob),
-              "open_disputes": open_disputes(fit)}
+    tables = cached_tables("disputes", {"fit": fit.key, "delay_fit": delay_fit.key, "assumptions": a.flat()}, lambda: {
+        "disputes_by_segment": disputes_by_segment(fit, prob, dispute_effect(delay_fit, prob)),
+        "disputes_by_reason": disputes_by_reason(fit, prob), "dispute_customers": dispute_customers(fit, prob),
+        "open_disputes": open_disputes(fit)})
     for name, t in tables.items():
         write_csv(t, out / f"{name}.csv", float_format="%.4f")
     return fit, tables

@@ -135,7 +135,7 @@ def worklist(risk: pd.DataFrame, forecast: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_report(month=None, invoices=None, customers=None, mapping=None, config=None, out_root=None,
-                 draws=1000, tune=1000, chains=4, seed=None, allow_unconverged=False) -> Path:
+                 draws=1000, tune=500, chains=4, seed=None, allow_unconverged=False) -> Path:
     """Build ``reports/YYYY-MM/`` (see the module docstring). Returns the report folder."""
     t_start = time.perf_counter()
     out_root = Path(out_root or REPORTS_DIR)

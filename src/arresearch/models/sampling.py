@@ -42,10 +42,10 @@ class FitSettings:
     """Sampler settings. Defaults are good enough for the monthly report."""
 
     draws: int = 1000
-    tune: int = 1000
+    tune: int = 500
     chains: int = 4
     seed: int = 20261204
-    target_accept: float = 0.95
+    target_accept: float = 0.85
 
     def __post_init__(self):
         for name in ("draws", "tune", "chains"):
