@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +46,7 @@ def cached_tables(kind: str, inputs: dict, compute) -> dict[str, pd.DataFrame]:
             return pickle.load(fh)
     tables = compute()
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "tables.pkl.tmp"
+    tmp = folder / f"tables.pkl.{os.getpid()}.{threading.get_ident()}.tmp"  # notebooks may write side by side
     with tmp.open("wb") as fh:
         pickle.dump(tables, fh)
     tmp.replace(path)

@@ -27,7 +27,7 @@ def _data_args(p: argparse.ArgumentParser, as_of_required: bool = False) -> None
 
 
 def _sampler_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--draws", type=int, default=1500)
     p.add_argument("--tune", type=int, default=500)
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--seed", type=int, default=None)

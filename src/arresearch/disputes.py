@@ -147,7 +147,7 @@ def fit_disputes(ledger: pd.DataFrame, settings: FitSettings | None = None, allo
     d = prepare_dispute_data(ledger)
     key = cache_key("disputes", MODEL_VERSION, d.digest(), str(d.as_of.date()), settings)
     t0 = time.perf_counter()
-    idata, seconds, cached = sample_cached(build_dispute_model(d), key, settings, CACHE_DIR if cache else None,
+    idata, seconds, cached = sample_cached(lambda: build_dispute_model(d), key, settings, CACHE_DIR if cache else None,
                                            progress)
     post = idata["posterior"].dataset
     q = {k: post[k] for k in ("rate_seg", "p_dispute", "res_reason", "res_sigma")}

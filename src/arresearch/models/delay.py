@@ -413,7 +413,9 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         cols = 1 + np.flatnonzero(d.within_share[:-2] >= MUNDLAK_MIN_WITHIN)
         level = alpha[seg] + shift
         if len(cols):
-            mk = d.xbar[:, cols] - d.xbar[:, cols].mean(axis=0)
+            # centred within each segment, so that the Mundlak slopes and the segment means do not trade off
+            seg_mean = (onehot.T @ d.xbar[:, cols]) / np.clip(onehot.sum(axis=0), 1, None)[:, None]
+            mk = d.xbar[:, cols] - seg_mean[seg]
             level = level + pt.dot(mk, pm.Normal("mundlak", 0.0, 0.5, shape=len(cols)))
         theta = _mixed_normal(pm, pt, "theta", level, tau[seg], d.n, "customer", min_centred)
         E = pt.stack([theta - shift + LOG30, s_cos, s_sin], axis=1)  # (C, 3)
@@ -592,8 +594,8 @@ def _code_digest() -> str:
     import hashlib
     import inspect
 
-    src = "".join(inspect.getsource(f) for f in (prepare_delay_data, design_matrix, _coefs, _mixed_normal,
-                                                 build_delay_model))
+    src = "".join(inspect.getsource(f) for f in (prepare_delay_data, _cells, design_matrix, _coefs, _mixed_normal,
+                                                 _segment_effects, build_delay_model))
     return hashlib.sha256(src.encode()).hexdigest()[:12]
 
 
@@ -620,11 +622,20 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
     t_prep = time.perf_counter() - t0
     key = _fit_key(d, settings)
     t1 = time.perf_counter()
-    model = build_delay_model(d)
-    idata, seconds, cached = sample_cached(model, key, settings, CACHE_DIR if cache else None, progress)
+    idata, seconds, cached = sample_cached(lambda: build_delay_model(d), key, settings, CACHE_DIR if cache else None,
+                                           progress)
     t_fit = time.perf_counter() - t1
-    diag = delay_diagnostics(idata["posterior"].dataset,
-                             idata["sample_stats"].dataset if "sample_stats" in idata.children else None, d)
+
+    def diagnose():
+        return {"diagnostics": delay_diagnostics(
+            idata["posterior"].dataset, idata["sample_stats"].dataset if "sample_stats" in idata.children else None, d)}
+
+    if cache:  # the p_late draws of 1,000 customers x 4,000 draws take seconds: computed once per fit
+        from ..cache import cached_tables
+
+        diag = cached_tables("delay-diagnostics", {"fit": key}, diagnose)["diagnostics"]
+    else:
+        diag = diagnose()["diagnostics"]
     diag.sampling_seconds = float(idata.attrs.get("sampling_seconds", seconds))
     diag.cached = cached
     timings = {"prepare": round(t_prep, 2), "build_and_sample": round(t_fit, 2),

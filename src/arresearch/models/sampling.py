@@ -41,7 +41,7 @@ class ConvergenceError(RuntimeError):
 class FitSettings:
     """Sampler settings. Defaults are good enough for the monthly report."""
 
-    draws: int = 1000
+    draws: int = 1500
     tune: int = 500
     chains: int = 4
     seed: int = 20261204
@@ -141,6 +141,10 @@ def sample_cached(model, key: str, settings: FitSettings, cache_dir: Path | None
                   progress: bool = True) -> tuple[xr.DataTree, float, bool]:
     """Sample ``model`` with nutpie, or load the cached posterior under ``key``.
 
+    ``model`` is a ``pm.Model`` or a function that builds one: then nothing is built when the
+    fit is cached (building the payment-delay model takes seconds, and every notebook of a
+    report loads the same cached fit).
+
     Returns
     -------
     (idata, seconds, cached)
@@ -154,6 +158,8 @@ def sample_cached(model, key: str, settings: FitSettings, cache_dir: Path | None
         idata = xr.open_datatree(path, engine="h5netcdf").load()
         return idata, time.perf_counter() - t0, True
     t0 = time.perf_counter()
+    if callable(model) and not hasattr(model, "free_RVs"):
+        model = model()
     compiled = nutpie.compile_pymc_model(model)
     t1 = time.perf_counter()
     idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
