@@ -24,7 +24,7 @@ from arresearch.disputes import (
 )
 from arresearch.history import payment_trend
 from arresearch.ledger import prepare_ledger
-from arresearch.methods import fee_per_invoice, method_effects, switch_candidates
+from arresearch.methods import channel_effects, fee_per_invoice, method_effects, switch_candidates
 from arresearch.models.sampling import FitSettings
 from arresearch.synth import METHOD_EFFECTS, generate
 
@@ -65,6 +65,11 @@ def test_method_table_and_switch_candidates(small_fit):
     assert (check["effect_days_q05"] > 0).all()  # checks are slower than ACH in every segment
     card = t[t["method"] == "card"]
     assert np.allclose(card["cost_per_1000"], 25.0)  # 2.5% of the amount
+    # evidence labels follow the model's rule: methods vary within customers in the synthetic ledger, the
+    # billing channel never does
+    assert (t.loc[t["method"] != "ach", "evidence"] == "within customers").all()
+    ch = channel_effects(fit, a)
+    assert (ch.loc[ch["evidence"] != "reference", "evidence"] == "between customers (habit)").all()
     sc = switch_candidates(fit, a)
     assert sc["annual_net_value"].is_monotonic_decreasing
     assert not (sc["usual_method"] == sc["switch_to"]).any()

@@ -9,9 +9,11 @@ method (ACH when present), other covariates as they were.
 Most customers pay by habit: a customer who pays by check pays nearly every invoice by
 check. The model's customer effects then separate "check payers are slow people" from
 "checks are slow" only through the invoices paid by a customer's *other* methods; the
-``evidence`` column says which it mostly is for each method: ``within customers``
-when at least a fifth of the method's invoices come from customers who also use another
-method for at least a fifth of their invoices, else ``between customers (habit)``.
+``evidence`` column says which it is for each level, by the same rule the model uses
+(``DelayData.within_share``, the share of the level's variance that lies within customers):
+``within customers`` when the level varies within customers enough for the model to give it
+a Mundlak term (its effect is then learnt from the customers who use several levels), else
+``between customers (habit)`` (an effect shared by all segments, from comparing customers).
 
 Cost per 1,000 invoiced: ``fees[method].pct x amount + fees[method].flat`` per invoice
 (config, with documented defaults), summed over the segment's invoices and scaled.
@@ -49,12 +51,11 @@ def _set_level(X: np.ndarray, cols: list[int], j: int | None) -> np.ndarray:
     return X
 
 
-def _habit(led: pd.DataFrame, col: str) -> pd.Series:
-    """Per level: share of its invoices from customers who use another level for >= 20% of their invoices."""
-    share = led.groupby(["customer_id", col]).size() / led.groupby("customer_id").size()
-    mixed = share.groupby("customer_id").apply(lambda s: (s >= 0.2).sum() >= 2)
-    m = led["customer_id"].map(mixed).fillna(False).astype(bool)
-    return m.groupby(led[col]).mean()
+def _within(d, kind: str, level: str) -> bool:
+    """Does the level vary within customers enough for the model's Mundlak term (the model's own rule)?"""
+    from .models.delay import MUNDLAK_MIN_WITHIN
+
+    return bool(d.within_share[d.features.index(f"{kind}[{level}]")] >= MUNDLAK_MIN_WITHIN)
 
 
 def level_effects(fit: DelayFit, assumptions, kind: str = "method", months: int = 12,
@@ -75,7 +76,6 @@ def level_effects(fit: DelayFit, assumptions, kind: str = "method", months: int 
     coc, contact = daily_rates(assumptions)
     fees = assumptions["fees"]
     prob = assumptions["interval_prob"]
-    habit = _habit(led, col)
     recent = _recent(d, months)
     rows = []
     for seg in d.segments:
@@ -102,14 +102,13 @@ def level_effects(fit: DelayFit, assumptions, kind: str = "method", months: int 
             lo, hi = _interval(eff, prob)
             vlo, vhi = _interval(val, prob)
             seg_n = int((led[col].to_numpy()[r] == lv).sum())
-            within = float(habit.get(lv, 0.0))
             rows.append({
                 "segment": seg, kind: lv, "reference": ref, "n_invoices": seg_n,
                 "effect_days": float(eff.mean()), "effect_days_q05": lo, "effect_days_q95": hi,
                 "cost_per_1000": cost, "net_value_per_1000": float(val.mean()), "net_value_q05": vlo,
                 "net_value_q95": vhi, "p_net_positive": float((val > 0).mean()) if j is not None else np.nan,
                 "evidence": "reference" if j is None else
-                ("within customers" if within >= 0.2 else "between customers (habit)"),
+                ("within customers" if _within(d, kind, lv) else "between customers (habit)"),
             })
     out = pd.DataFrame(rows)
     if kind == "channel":
