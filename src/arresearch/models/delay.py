@@ -365,8 +365,8 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         disc_0 = pm.Normal("beta_disc_0", 0.0, 0.3)
         beta_disc = pm.Normal("beta_disc", disc_0, SEGMENT_SPREAD["discount"], dims="segment")
         beta_disp = pm.Normal("beta_disp", 0.3, 0.5)
-        # payment method and billing channel: a population effect per level, segments partially pooled
-        # around it (non-centred: some segment x method cells hold a handful of invoices or none)
+        # payment method and billing channel: a population effect per level, each segment's effect pooled
+        # around it with a fixed spread; a level that never varies within customers gets one shared effect
         beta_method_0 = pm.Normal("beta_method_0", 0.0, 0.3, dims="method")
         M = len(d.methods)
         beta_method = _segment_effects(pm, pt, "beta_method", beta_method_0, SEGMENT_SPREAD["method"],
@@ -403,8 +403,8 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         shift = ((pt.dot(d.xbar[:, js], B.T) * onehot).sum(axis=1) + s_cos * d.xbar[:, K - 2]
                  + s_sin * d.xbar[:, K - 1])
         # theta is the customer's mean log time to pay: centred on the segment mean plus what the customer's
-        # covariate mix implies (keeps the geometry simple), plus a Mundlak term gamma . (xbar_c - mean xbar)
-        # over the non-seasonal covariates. Without it the customer effects are assumed unrelated to habits
+        # covariate mix implies (keeps the geometry simple), plus a Mundlak term gamma . (xbar_c - its segment
+        # mean) over the non-seasonal covariates. Without it the customer effects are assumed unrelated to habits
         # (paying by check, being offered the discount) and between-customer differences leak into the
         # slopes; with it the slopes are learnt within customers and the habits' association with a
         # customer's level goes to gamma.
