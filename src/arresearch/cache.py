@@ -7,6 +7,7 @@ the inputs that matter and a hash of the package's code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,8 +19,9 @@ import pandas as pd
 __all__ = ["cached_tables", "code_version"]
 
 
+@functools.cache
 def code_version() -> str:
-    """A hash of the package's source: a table cached by older code is never reused."""
+    """A hash of the package's source (read once per process): a table cached by older code is never reused."""
     h = hashlib.sha256()
     for f in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(f.read_bytes())

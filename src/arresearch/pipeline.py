@@ -19,7 +19,7 @@ from .models.sampling import FitSettings
 from .outputs import write_csv
 from .validate import ValidationResult, validate_files
 
-__all__ = ["Loaded", "load", "cached_tables", "notebook_inputs", "fit_delay_cached", "delay_tables", "fit_delay_outputs", "incentive_tables", "run_fit",
+__all__ = ["Loaded", "load", "notebook_inputs", "fit_delay_cached", "delay_tables", "fit_delay_outputs", "incentive_tables", "run_fit",
            "method_tables", "dispute_tables", "run_backtest_outputs", "MODELS"]
 
 

@@ -252,68 +252,40 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying
     )
 
 
-def _coefs(xp, p: dict, d: DelayData):
-    """Per-customer coefficient matrix (..., C, K) from parameters; xp is numpy or pytensor.tensor.
-
-    Parameters carry a leading sample axis under numpy (shape (S, ...)), none under pytensor.
-    """
+def _coefs(p: dict, d: DelayData) -> np.ndarray:
+    """Per-customer coefficient matrix (S, C, K) from posterior draws (each with a leading sample axis)."""
     seg = d.cust_seg
-    C = len(d.customers)
-    if xp is np:
-        S = p["theta"].shape[0]
-        ones = np.ones((S, C))
-
-        def col(v):  # global scalar (S,) -> (S, C)
-            return v[:, None] * ones
-
-        def segcol(v):  # (S, n_seg) -> (S, C)
-            return v[:, seg]
-
-        stack = lambda cols: np.stack(cols, axis=-1)  # noqa: E731
-    else:
-        ones = xp.ones(C)
-        col = lambda v: v * ones  # noqa: E731
-        segcol = lambda v: v[seg]  # noqa: E731
-        stack = lambda cols: xp.stack(cols, axis=-1)  # noqa: E731
-    cols = [col(p["beta_terms"]), segcol(p["beta_disc"]), col(p["beta_disp"])]
-    for j in range(len(d.methods)):  # method and channel effects are per segment: (..., segment, level)
-        cols.append(segcol(p["beta_method"][..., j]))
+    ones = np.ones((p["theta"].shape[0], len(d.customers)))
+    cols = [p["beta_terms"][:, None] * ones, p["beta_disc"][:, seg], p["beta_disp"][:, None] * ones]
+    for j in range(len(d.methods)):  # method and channel effects are per segment: (S, segment, level)
+        cols.append(p["beta_method"][:, seg, j])
     for j in range(len(d.channels)):
-        cols.append(segcol(p["beta_channel"][..., j]))
-    cols += [segcol(p["season_a"]) + p["season_g"][..., 0], segcol(p["season_b"]) + p["season_g"][..., 1]]
-    slopes = stack(cols)  # (..., C, K-1)
-    shift = (slopes * d.xbar[:, 1:]).sum(axis=-1)
-    if "theta" not in p:  # building the model: the slopes and the shift of the customer mean
-        return slopes, shift
-    intercept = p["theta"] - shift
-    if xp is np:
-        return np.concatenate([intercept[..., None], slopes], axis=-1)
-    return xp.concatenate([intercept[:, None], slopes], axis=1)
+        cols.append(p["beta_channel"][:, seg, j])
+    cols += [p["season_a"][:, seg] + p["season_g"][..., 0], p["season_b"][:, seg] + p["season_g"][..., 1]]
+    slopes = np.stack(cols, axis=-1)  # (S, C, K-1)
+    intercept = p["theta"] - (slopes * d.xbar[:, 1:]).sum(axis=-1)
+    return np.concatenate([intercept[..., None], slopes], axis=-1)
 
 
-def _mixed_normal(pm, pt, name: str, mean, sd, n_obs: np.ndarray, dims: str, min_centred: float,
-                  nu: float | None = NU):
+def _mixed_normal(pm, pt, name: str, mean, sd, n_obs: np.ndarray, dims: str, min_centred: int):
     """Group values with a centred parameterisation where a group has data, non-centred elsewhere.
 
-    Effects are Student-t (``nu`` degrees of freedom; Normal when ``nu`` is None) so that a
-    minority of groups far from the rest (routinely late customers) is not shrunk into the
-    crowd. Groups with ``n_obs >= min_centred`` get ``x ~ StudentT(mean, sd)`` (hierarchical
+    Effects are Student-t (``NU`` degrees of freedom) so that a minority of groups far from
+    the rest (routinely late customers) is not shrunk into the crowd. Groups with
+    ``n_obs >= min_centred`` get ``x ~ StudentT(mean, sd)`` (hierarchical
     centring: the group mean is not traded off against the effects); the rest get
     ``x = mean + z * sd`` with ``z ~ StudentT(0, 1)``, which avoids the funnel where the
     data say little. ``mean`` and ``sd`` are tensors over all groups.
     """
-    def dist(vname, mu, sigma, n):
-        if nu is None:
-            return pm.Normal(vname, mu=mu, sigma=sigma, shape=n)
-        return pm.StudentT(vname, nu=nu, mu=mu, sigma=sigma, shape=n)
-
     big = np.flatnonzero(n_obs >= min_centred)
     small = np.flatnonzero(n_obs < min_centred)
     out = pt.zeros(len(n_obs))
     if len(big):
-        out = pt.set_subtensor(out[big], dist(f"{name}_centred", mean[big], sd[big], len(big)))
+        xc = pm.StudentT(f"{name}_centred", nu=NU, mu=mean[big], sigma=sd[big], shape=len(big))
+        out = pt.set_subtensor(out[big], xc)
     if len(small):
-        out = pt.set_subtensor(out[small], mean[small] + dist(f"{name}_z", 0.0, 1.0, len(small)) * sd[small])
+        z = pm.StudentT(f"{name}_z", nu=NU, mu=0.0, sigma=1.0, shape=len(small))
+        out = pt.set_subtensor(out[small], mean[small] + z * sd[small])
     return pm.Deterministic(name, out, dims=dims)
 
 
@@ -385,9 +357,6 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
             z_season = pm.StudentT("season_z", nu=NU, mu=0.0, sigma=1.0, shape=(len(elig), 2))
             g = pt.set_subtensor(g[elig], z_season * tau_season)
         season_g = pm.Deterministic("season_g", g, dims=("customer", "harmonic"))
-        p = dict(beta_terms=beta_terms, beta_disc=beta_disc, beta_disp=beta_disp,
-                 beta_method=beta_method, beta_channel=beta_channel, season_a=season_a, season_b=season_b,
-                 season_g=season_g)
         # Coefficients split by the level they vary at: segment-level slopes B (segment x the columns js:
         # terms, discount, dispute, methods, channels) and per-customer values E (customer x jc:
         # intercept, season cos, sin). Each likelihood term below is written on that split (small dense
@@ -425,8 +394,7 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         def mu_rows(Xr, cust):  # linear predictor of design rows Xr of customers cust
             return (E[cust] * Xr[:, jc]).sum(axis=1) + (pt.dot(Xr[:, js], B.T) * onehot[cust]).sum(axis=1)
 
-        slopes, _ = _coefs(pt, p, d)
-        b0 = pt.concatenate([E[:, :1], slopes], axis=1)  # (C, K) full coefficients, for tests and checks
+        b0 = pt.concatenate([E[:, :1], B[seg], E[:, 1:]], axis=1)  # (C, K) in design order, for tests and checks
         model.delay_coefs = b0
         if per_invoice:
             rows = np.flatnonzero(~np.isnan(d.y) & ~(d.hurdle & d.taken))
@@ -524,7 +492,7 @@ def _draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> dict:
 def coef_draws(post: xr.Dataset, d: DelayData, thin: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Per-customer coefficients (S, C, K), log-scale intercept included, and sigma per customer (S, C)."""
     p = _draws(post, d, thin)
-    b = _coefs(np, p, d)
+    b = _coefs(p, d)
     b[..., 0] += LOG30
     return b, p["sigma"][:, d.cust_seg]
 

@@ -137,13 +137,12 @@ def cache_key(model_name: str, model_version: str, data_digest: str, as_of: str,
     return f"{model_name}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
 
 
-def sample_cached(model, key: str, settings: FitSettings, cache_dir: Path | None = CACHE_DIR,
+def sample_cached(build_model, key: str, settings: FitSettings, cache_dir: Path | None = CACHE_DIR,
                   progress: bool = True) -> tuple[xr.DataTree, float, bool]:
-    """Sample ``model`` with nutpie, or load the cached posterior under ``key``.
+    """Sample the model ``build_model()`` returns with nutpie, or load the cached posterior under ``key``.
 
-    ``model`` is a ``pm.Model`` or a function that builds one: then nothing is built when the
-    fit is cached (building the payment-delay model takes seconds, and every notebook of a
-    report loads the same cached fit).
+    The model is only built when it is sampled (building the payment-delay model takes seconds,
+    and every notebook of a report loads the same cached fit).
 
     Returns
     -------
@@ -158,9 +157,7 @@ def sample_cached(model, key: str, settings: FitSettings, cache_dir: Path | None
         idata = xr.open_datatree(path, engine="h5netcdf").load()
         return idata, time.perf_counter() - t0, True
     t0 = time.perf_counter()
-    if callable(model) and not hasattr(model, "free_RVs"):
-        model = model()
-    compiled = nutpie.compile_pymc_model(model)
+    compiled = nutpie.compile_pymc_model(build_model())
     t1 = time.perf_counter()
     idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                           seed=settings.seed, target_accept=settings.target_accept, progress_bar=progress,
