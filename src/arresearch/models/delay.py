@@ -45,7 +45,7 @@ from .sampling import ConvergenceError, Diagnostics, FitSettings, cache_key, che
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
            "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
            "p_late_draws", "takeup_draws", "delay_diagnostics", "linpred", "draw_thin", "loo_tree", "compare_likelihoods",
-           "prior_predictive_days", "pointwise_loglik", "posterior_predictive_days", "ConvergenceError",
+           "prior_predictive_days", "pointwise_loglik", "add_deterministics", "mundlak_design", "posterior_predictive_days", "ConvergenceError",
            "MODEL_VERSION"]
 
 MODEL_VERSION = "delay-4"
@@ -289,6 +289,19 @@ def _mixed_normal(pm, pt, name: str, mean, sd, n_obs: np.ndarray, dims: str, min
     return pm.Deterministic(name, out, dims=dims)
 
 
+def mundlak_design(d: DelayData) -> np.ndarray:
+    """(C, L) customer means of the covariates that vary within customers, centred within segments.
+
+    Centred within each segment, so that the Mundlak slopes and the segment means do not trade off.
+    """
+    cols = 1 + np.flatnonzero(d.within_share[:-2] >= MUNDLAK_MIN_WITHIN)
+    if not len(cols):
+        return np.zeros((len(d.customers), 0))
+    onehot = np.eye(len(d.segments))[d.cust_seg]
+    seg_mean = (onehot.T @ d.xbar[:, cols]) / np.clip(onehot.sum(axis=0), 1, None)[:, None]
+    return d.xbar[:, cols] - seg_mean[d.cust_seg]
+
+
 def _segment_effects(pm, pt, name: str, base, spread: float, within: np.ndarray, n_seg: int, dims: tuple):
     """Per-segment effects of a categorical covariate's levels, pooled around ``base`` with a fixed spread.
 
@@ -379,13 +392,10 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         # customer's level goes to gamma.
         # A covariate that never varies within a customer (a pure habit) gets no Mundlak term: its slope
         # can then only come from comparing customers, and DelayData.within_share says so.
-        cols = 1 + np.flatnonzero(d.within_share[:-2] >= MUNDLAK_MIN_WITHIN)
         level = alpha[seg] + shift
-        if len(cols):
-            # centred within each segment, so that the Mundlak slopes and the segment means do not trade off
-            seg_mean = (onehot.T @ d.xbar[:, cols]) / np.clip(onehot.sum(axis=0), 1, None)[:, None]
-            mk = d.xbar[:, cols] - seg_mean[seg]
-            level = level + pt.dot(mk, pm.Normal("mundlak", 0.0, 0.5, shape=len(cols)))
+        mk = mundlak_design(d)
+        if mk.shape[1]:
+            level = level + pt.dot(mk, pm.Normal("mundlak", 0.0, 0.5, shape=mk.shape[1]))
         theta = _mixed_normal(pm, pt, "theta", level, tau[seg], d.n, "customer", min_centred)
         E = pt.stack([theta - shift + LOG30, s_cos, s_sin], axis=1)  # (C, 3)
         sigma2 = sigma ** 2
@@ -448,6 +458,68 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
                     mix = hi + pt.log1p(pt.exp(-pt.abs(lp_take - lp_not)))
                     pm.Potential("paid_in_window", (d.win_w * mix).sum())
     return model
+
+
+def add_deterministics(post: xr.Dataset, d: DelayData, min_centred: int = CENTRED_MIN_INVOICES) -> xr.Dataset:
+    """The model's deterministic values, computed from the free parameters for every draw at once.
+
+    The hand-written sampler (:mod:`.delay_grad`) stores only the free parameters; this adds what the
+    PyMC model defines as ``pm.Deterministic``: ``theta``, ``season_g`` and the per-segment
+    ``beta_method`` / ``beta_channel`` where some levels are shared across segments.
+    """
+    ch, dr = post.sizes["chain"], post.sizes["draw"]
+    S, C = len(d.segments), len(d.customers)
+
+    def fl(name):
+        return _flat(post, name)
+
+    def unflat(a):
+        return a.reshape((ch, dr) + a.shape[1:])
+
+    out = {}
+    levels = {}
+    for name, lv in (("beta_method", d.methods), ("beta_channel", d.channels)):
+        if name in post:
+            levels[name] = fl(name)
+            continue
+        base = fl(f"{name}_0")  # (N, levels)
+        full = np.repeat(base[:, None, :], S, axis=1)
+        if f"{name}_free" in post:
+            off = 3 + (0 if name == "beta_method" else len(d.methods))
+            free = np.flatnonzero(d.within_share[off:off + len(lv)] >= MUNDLAK_MIN_WITHIN)
+            full[:, :, free] = fl(f"{name}_free")
+        levels[name] = full
+        out[name] = (("chain", "draw", "segment", name.split("_")[1]), unflat(full))
+    N = ch * dr
+    g = np.zeros((N, C, 2))
+    elig = np.flatnonzero(d.season_eligible)
+    if len(elig):
+        g[:, elig] = fl("season_z") * fl("tau_season")[:, None, None]
+    out["season_g"] = (("chain", "draw", "customer", "harmonic"), unflat(g))
+    big = d.n >= min_centred
+    theta = np.empty((N, C))
+    theta[:, big] = fl("theta_centred") if big.any() else 0.0
+    small = np.flatnonzero(~big)
+    if len(small):
+        seg = d.cust_seg[small]
+        K = d.G.shape[1]
+        B = np.concatenate([np.repeat(fl("beta_terms")[:, None, None], S, axis=1), fl("beta_disc")[:, :, None],
+                            np.repeat(fl("beta_disp")[:, None, None], S, axis=1), levels["beta_method"],
+                            levels["beta_channel"]], axis=2)  # (N, S, K - 3)
+        s_cos = fl("season_a")[:, seg] + g[:, small, 0]
+        s_sin = fl("season_b")[:, seg] + g[:, small, 1]
+        shift = ((B[:, seg, :] * d.xbar[small, 1:K - 2]).sum(axis=2) + s_cos * d.xbar[small, K - 2]
+                 + s_sin * d.xbar[small, K - 1])
+        level = fl("alpha")[:, seg] + shift
+        mk = mundlak_design(d)
+        if mk.shape[1]:
+            level = level + fl("mundlak") @ mk[small].T
+        theta[:, small] = level + fl("theta_z") * fl("tau")[:, seg]
+    out["theta"] = (("chain", "draw", "customer"), unflat(theta))
+    coords = {"customer": list(d.customers), "segment": list(d.segments), "method": d.methods,
+              "channel": d.channels, "harmonic": ["cos", "sin"]}
+    return post.assign(out).assign_coords({k: v for k, v in coords.items() if k in post.dims or k in
+                                           {dim for v in out.values() for dim in v[0]}})
 
 
 def linpred(b: np.ndarray, cust: np.ndarray, X: np.ndarray, chunk: int = 32) -> np.ndarray:
@@ -562,8 +634,11 @@ def _code_digest() -> str:
     import hashlib
     import inspect
 
+    from . import delay_grad
+
     src = "".join(inspect.getsource(f) for f in (prepare_delay_data, _cells, design_matrix, _coefs, _mixed_normal,
-                                                 _segment_effects, build_delay_model))
+                                                 _segment_effects, mundlak_design, build_delay_model,
+                                                 add_deterministics, delay_grad))
     return hashlib.sha256(src.encode()).hexdigest()[:12]
 
 
@@ -590,8 +665,14 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
     t_prep = time.perf_counter() - t0
     key = _fit_key(d, settings)
     t1 = time.perf_counter()
-    idata, seconds, cached = sample_cached(lambda: build_delay_model(d), key, settings, CACHE_DIR if cache else None,
-                                           progress)
+    def compile_model():  # the PyMC model's parameters, sampled with the hand-written log density
+        from .delay_grad import compile_for_nutpie, make_delay_logp
+
+        return compile_for_nutpie(make_delay_logp(d, build_delay_model(d), CENTRED_MIN_INVOICES))
+
+    idata, seconds, cached = sample_cached(None, key, settings, CACHE_DIR if cache else None, progress,
+                                           compile_model=compile_model,
+                                           complete_posterior=lambda post: add_deterministics(post, d))
     t_fit = time.perf_counter() - t1
 
     def diagnose():

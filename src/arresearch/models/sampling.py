@@ -138,11 +138,15 @@ def cache_key(model_name: str, model_version: str, data_digest: str, as_of: str,
 
 
 def sample_cached(build_model, key: str, settings: FitSettings, cache_dir: Path | None = CACHE_DIR,
-                  progress: bool = True) -> tuple[xr.DataTree, float, bool]:
+                  progress: bool = True, *, compile_model=None,
+                  complete_posterior=None) -> tuple[xr.DataTree, float, bool]:
     """Sample the model ``build_model()`` returns with nutpie, or load the cached posterior under ``key``.
 
     The model is only built when it is sampled (building the payment-delay model takes seconds,
-    and every notebook of a report loads the same cached fit).
+    and every notebook of a report loads the same cached fit). ``compile_model()``, when given,
+    returns the nutpie model to sample instead of compiling ``build_model()``'s, and
+    ``complete_posterior(posterior)`` adds what it does not store (deterministic values) before
+    the fit is cached.
 
     Returns
     -------
@@ -157,7 +161,7 @@ def sample_cached(build_model, key: str, settings: FitSettings, cache_dir: Path 
         idata = xr.open_datatree(path, engine="h5netcdf").load()
         return idata, time.perf_counter() - t0, True
     t0 = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(build_model())
+    compiled = compile_model() if compile_model is not None else nutpie.compile_pymc_model(build_model())
     t1 = time.perf_counter()
     idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                           seed=settings.seed, target_accept=settings.target_accept, progress_bar=progress,
@@ -165,6 +169,8 @@ def sample_cached(build_model, key: str, settings: FitSettings, cache_dir: Path 
     seconds = time.perf_counter() - t1
     keep = xr.DataTree.from_dict({g: idata[g].dataset for g in ("posterior", "sample_stats")
                                   if g in idata.children})
+    if complete_posterior is not None:
+        keep["posterior"] = xr.DataTree(complete_posterior(keep["posterior"].dataset))
     ss = keep["sample_stats"].dataset
     drop = [v for v in ss.data_vars if ss[v].dtype == object]
     if drop:
