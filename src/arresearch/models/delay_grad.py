@@ -44,7 +44,42 @@ BLOCKS = ["alpha_0", "alpha", "tau_log__", "sigma_log__", "beta_terms", "beta_di
  THC, THZ, K0, KSEG, TAUV, KZ) = range(len(BLOCKS))
 
 
-@numba.njit(cache=True)
+LOG2E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01
+LN2_LO = 1.90821492927058770002e-10
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
+def vexp(x, out):
+    """out[i] = exp(x[i]) for x in [-700, 700], to a couple of ulp.
+
+    libm's exp is a call LLVM cannot vectorise; this loop is plain arithmetic on an array and
+    runs 8 lanes wide (1.2 vs 4.3 ns per value here). exp(x) = 2^k exp(r), |r| <= ln2 / 2,
+    exp(r) by its Taylor series to degree 13 (truncation < 1e-17), 2^k added to the exponent bits.
+    """
+    bits = out.view(np.int64)
+    for i in range(x.shape[0]):
+        v = min(max(x[i], -700.0), 700.0)
+        k = math.floor(v * LOG2E + 0.5)
+        r = v - k * LN2_HI - k * LN2_LO
+        out[i] = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
+            1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r * (
+                1 / 479001600 + r * (1 / 6227020800)))))))))))))
+        bits[i] += np.int64(k) << 52
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
+def vlog1p_unit(t, out):
+    """out[i] = log1p(t[i]) for t in [0, 1]: 2 atanh(u), u = t / (2 + t) <= 1/3, series to u^35."""
+    for i in range(t.shape[0]):
+        u = t[i] / (2.0 + t[i])
+        w = u * u
+        out[i] = 2.0 * u * (1.0 + w * (1 / 3 + w * (1 / 5 + w * (1 / 7 + w * (1 / 9 + w * (1 / 11 + w * (1 / 13 + w * (
+            1 / 15 + w * (1 / 17 + w * (1 / 19 + w * (1 / 21 + w * (1 / 23 + w * (1 / 25 + w * (1 / 27 + w * (
+                1 / 29 + w * (1 / 31 + w * (1 / 33 + w * (1 / 35))))))))))))))))))
+
+
+@numba.njit(cache=True, error_model="numpy")
 def log_erfcx(x):
     """log(erfc(x) exp(x^2)) and d/dx of it, for x >= -20 (the model floors x there)."""
     if x < 25.0:
@@ -59,13 +94,54 @@ def log_erfcx(x):
     return val, 2.0 * x - 2.0 / SQRT_PI * inv
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _cells_mu(E, B, XT, cc, sptr, mu):
+    """Linear predictor of cells: ``XT`` (K, n) holds their design rows as columns, sorted by segment
+    (``sptr`` delimits each segment's run) so that each slope multiplies one contiguous run."""
+    K = XT.shape[0]
+    x0, xc, xs = XT[0], XT[K - 2], XT[K - 1]
+    e0, ec, es = E[:, 0].copy(), E[:, 1].copy(), E[:, 2].copy()
+    for i in range(cc.shape[0]):
+        c = cc[i]
+        mu[i] = e0[c] * x0[i] + ec[c] * xc[i] + es[c] * xs[i]
+    for s in range(sptr.shape[0] - 1):
+        a, z = sptr[s], sptr[s + 1]
+        m = mu[a:z]
+        for p in range(K - 3):  # (1-d views indexed from 0: the form LLVM vectorises)
+            b = B[s, p]
+            row = XT[1 + p, a:z]
+            for i in range(z - a):
+                m[i] += b * row[i]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _cells_back(dmu, XT, cc, sptr, dE, dB):
+    """Adds d/dE and d/dB of sum_i f_i(mu_i), given dmu_i = f_i'(mu_i)."""
+    K = XT.shape[0]
+    x0, xc, xs = XT[0], XT[K - 2], XT[K - 1]
+    for i in range(cc.shape[0]):
+        c = cc[i]
+        dE[c, 0] += dmu[i] * x0[i]
+        dE[c, 1] += dmu[i] * xc[i]
+        dE[c, 2] += dmu[i] * xs[i]
+    for s in range(sptr.shape[0] - 1):
+        a, z = sptr[s], sptr[s + 1]
+        dm = dmu[a:z]
+        for p in range(K - 3):
+            row = XT[1 + p, a:z]
+            acc = 0.0
+            for i in range(z - a):
+                acc += dm[i] * row[i]
+            dB[s, p] += acc
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _normal(x, mu, sd):
     z = (x - mu) / sd
     return -HALF_LOG_2PI - math.log(sd) - 0.5 * z * z, -z / sd  # logp, d/dx (= -d/dmu)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _halfnormal_log(v, sd):
     """HalfNormal(sd) on x = exp(v), Jacobian included: logp and d/dv."""
     x = math.exp(v)
@@ -73,7 +149,7 @@ def _halfnormal_log(v, sd):
     return HALFNORMAL_CONST - math.log(sd) - 0.5 * z * z + v, 1.0 - z * z
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _student(x, mu, sd, log_sd):
     """StudentT(NU, mu, sd): logp, d/dx, d/dlog(sd)."""
     r = (x - mu) / sd
@@ -82,9 +158,10 @@ def _student(x, mu, sd, log_sd):
         -1.0 + (NU + 1) * r * r / (NU * a)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, cent, small, n_elig,
-              Gss, Hs, Qs, Ns, Gjs, Gjj, hj, Xc, cc, cla, cw, opos, ocust, nlate, Xw, wc, wy, wld, ww):
+              Gss, Hs, Qs, Ns, Gjs, Gjj, hj, Xc, cc, cseg, csp, cla, cw, opos, ocust, nlate, Xw, wc, wseg, wsp, wy, wld,
+              ww):
     """Log density at the unconstrained point ``x``; its gradient is written into ``grad``."""
     S = Ns.shape[0]
     C = seg.shape[0]
@@ -96,6 +173,8 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
 
     # ---------------- segment-level values
     sigma = np.exp(x[off[SIGMA]:off[SIGMA] + S])
+    isig = 1.0 / sigma
+    isig2 = isig / SQRT2
     tau = np.exp(x[off[TAU]:off[TAU] + S])
     B = np.empty((S, P))
     for s in range(S):
@@ -133,6 +212,12 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
         else:
             theta[c] = lv + x[off[THZ] + small[c]] * tau[s]
 
+    E = np.empty((C, 3))  # per-customer coefficients of the intercept, cos and sin columns
+    for c in range(C):
+        E[c, 0] = theta[c] - shift[c] + LOG30
+        E[c, 1] = s_cos[c]
+        E[c, 2] = s_sin[c]
+
     # adjoints
     dB = np.zeros((S, P))
     dE = np.zeros((C, 3))
@@ -152,18 +237,16 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
     dSSdE = np.zeros((C, 3))
     for c in range(C):
         s = seg[c]
-        e0 = theta[c] - shift[c] + LOG30
-        E = (e0, s_cos[c], s_sin[c])
         acc = 0.0
         for a in range(3):
             r = 0.0
             for b in range(3):
-                r += Gjj[c, a, b] * E[b]
+                r += Gjj[c, a, b] * E[c, b]
             gb = 0.0
             for p in range(P):
                 gb += Gjs[c, p, a] * B[s, p]
-                dB[s, p] += 2.0 * Gjs[c, p, a] * E[a]
-            acc += E[a] * (r - 2.0 * hj[c, a] + 2.0 * gb)
+                dB[s, p] += 2.0 * Gjs[c, p, a] * E[c, a]
+            acc += E[c, a] * (r - 2.0 * hj[c, a] + 2.0 * gb)
             dSSdE[c, a] = 2.0 * r - 2.0 * hj[c, a] + 2.0 * gb
         SS[s] += acc
     for s in range(S):
@@ -178,13 +261,13 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
             dE[c, a] = -dSSdE[c, a] / (2.0 * v)
 
     # ---------------- open invoices, right-censored: log P(T > age)
-    for i in range(cc.shape[0]):
-        c = cc[i]
-        s = seg[c]
-        mu = (theta[c] - shift[c] + LOG30) * Xc[i, 0] + s_cos[c] * Xc[i, K - 2] + s_sin[c] * Xc[i, K - 1]
-        for p in range(P):
-            mu += B[s, p] * Xc[i, 1 + p]
-        xx = (cla[i] - mu) / (SQRT2 * sigma[s])
+    nc = cc.shape[0]
+    mu = np.empty(nc)
+    _cells_mu(E, B, Xc, cc, csp, mu)
+    dmu = np.zeros(nc)
+    for i in range(nc):
+        s = cseg[i]
+        xx = (cla[i] - mu[i]) * isig2[s]
         if xx < -20.0:  # floored as in the model: survival 1 to machine precision, no gradient
             val, _ = log_erfcx(-20.0)
             lp += cw[i] * (val - 400.0 - LOG2)
@@ -192,13 +275,9 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
         val, dval = log_erfcx(xx)
         lp += cw[i] * (val - xx * xx - LOG2)
         dx = cw[i] * (dval - 2.0 * xx)
-        dmu = -dx / (SQRT2 * sigma[s])
+        dmu[i] = -dx * isig2[s]
         dls[s] += -dx * xx
-        dE[c, 0] += dmu * Xc[i, 0]
-        dE[c, 1] += dmu * Xc[i, K - 2]
-        dE[c, 2] += dmu * Xc[i, K - 1]
-        for p in range(P):
-            dB[s, p] += dmu * Xc[i, 1 + p]
+    _cells_back(dmu, Xc, cc, csp, dE, dB)
 
     # ---------------- discount take-up
     if off[K0] >= 0:
@@ -239,35 +318,43 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
                 pr[o] = t / (1.0 + t)
             lp += nlate[o] * log_q[o]
             dlogit[o] += -nlate[o] * pr[o]  # d log q / d logit = -p
-        for i in range(wc.shape[0]):
-            c = wc[i]
-            s = seg[c]
-            o = opos[c]
-            mu = (theta[c] - shift[c] + LOG30) * Xw[i, 0] + s_cos[c] * Xw[i, K - 2] + s_sin[c] * Xw[i, K - 1]
-            for p in range(P):
-                mu += B[s, p] * Xw[i, 1 + p]
-            z = (wy[i] - mu) / sigma[s]
+        # paid inside the window: three passes, so that exp and log1p run over whole arrays
+        nw = wc.shape[0]
+        wz = np.empty(nw)
+        wa = np.empty(nw)  # -|lp_take - lp_not|
+        whi = np.empty(nw)  # max(lp_take, lp_not)
+        wtk = np.empty(nw, dtype=np.bool_)  # lp_take is the larger
+        mu = np.empty(nw)
+        _cells_mu(E, B, Xw, wc, wsp, mu)
+        for i in range(nw):
+            s = wseg[i]
+            o = opos[wc[i]]
+            z = (wy[i] - mu[i]) * isig[s]
             lp_take = log_p[o] + wy[i] - wld[i]
             lp_not = log_q[o] - HALF_LOG_2PI - x[off[SIGMA] + s] - 0.5 * z * z
-            # log(e^a + e^b) and the weight e^a / (e^a + e^b), with one exp and one log1p
-            t = math.exp(-abs(lp_take - lp_not))
-            if lp_take > lp_not:
-                mix = lp_take + math.log1p(t)
-                r_take = 1.0 / (1.0 + t)
-            else:
-                mix = lp_not + math.log1p(t)
-                r_take = t / (1.0 + t)
-            lp += ww[i] * mix
+            wz[i] = z
+            wa[i] = -abs(lp_take - lp_not)
+            whi[i] = max(lp_take, lp_not)
+            wtk[i] = lp_take > lp_not
+        wt = np.empty(nw)
+        vexp(wa, wt)
+        wl = np.empty(nw)
+        vlog1p_unit(wt, wl)
+        dmu = np.empty(nw)
+        for i in range(nw):
+            s = wseg[i]
+            o = opos[wc[i]]
+            # log(e^a + e^b) and the weight e^a / (e^a + e^b)
+            t = wt[i]
+            lp += ww[i] * (whi[i] + wl[i])
+            r_take = (1.0 if wtk[i] else t) / (1.0 + t)
             r_not = 1.0 - r_take
+            z = wz[i]
             # d/dlogit: r_take * (1 - p) + r_not * (-p)
             dlogit[o] += ww[i] * (r_take - pr[o])
-            dmu = ww[i] * r_not * z / sigma[s]
+            dmu[i] = ww[i] * r_not * z * isig[s]
             dls[s] += ww[i] * r_not * (z * z - 1.0)
-            dE[c, 0] += dmu * Xw[i, 0]
-            dE[c, 1] += dmu * Xw[i, K - 2]
-            dE[c, 2] += dmu * Xw[i, K - 1]
-            for p in range(P):
-                dB[s, p] += dmu * Xw[i, 1 + p]
+        _cells_back(dmu, Xw, wc, wsp, dE, dB)
         for o in range(n_off):
             grad[off[KSEG] + seg[ocust[o]]] += dlogit[o]
             grad[off[KZ] + o] += dlogit[o] * tau_v
@@ -378,7 +465,7 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _level_priors(x, grad, o0, ofull, ofree, free, S):
     """Method or channel levels: base ~ N(0, 0.3); per-segment effects of free levels ~ N(base, 0.1)."""
     lp = 0.0
@@ -506,11 +593,23 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     opos[offered_c] = np.arange(len(offered_c))
     nlate = (d.n_offered - d.n_taken)[offered_c]
     win = d.win_cust if d.hurdle else np.zeros(0, int)
+    # cells sorted by segment, then customer: each segment's slopes multiply one contiguous run of
+    # cells (vectorised), and consecutive cells share a customer's values
+    def order(cust):
+        o = np.lexsort((cust, seg[cust]))
+        return o, _i(seg[cust][o]), _i(np.searchsorted(seg[cust][o], np.arange(S + 1)))
+
+    co, cseg, csp = order(d.cens_cust)
+    wo, wseg, wsp = order(win)
+
+    def cols(X, o):  # design rows as columns, (K, n)
+        return _f(X.reshape(-1, K)[o].T)
+
     args = (seg, bidx, bstride, mfree, chfree, _f(d.xbar), _f(mk), _i(eidx), _i(cent), _i(small), len(elig),
             _f(Gss), _f(Hs), _f(onehot.T @ d.q), _f(onehot.T @ d.n), _f(G[:, js][:, :, jc]), _f(G[:, jc][:, :, jc]),
-            _f(h[:, jc]), _f(d.Xc.reshape(-1, K)), _i(d.cens_cust), _f(d.cens_log_age), _f(d.cens_w), _i(opos),
-            _i(offered_c), _f(nlate), _f(d.win_X.reshape(-1, K)[:len(win)]), _i(win), _f(d.win_y[:len(win)]),
-            _f(d.win_log_d[:len(win)]), _f(d.win_w[:len(win)]))
+            _f(h[:, jc]), cols(d.Xc, co), _i(d.cens_cust[co]), cseg, csp, _f(d.cens_log_age[co]), _f(d.cens_w[co]),
+            _i(opos), _i(offered_c), _f(nlate), cols(d.win_X, wo), _i(win[wo]), wseg, wsp, _f(d.win_y[:len(win)][wo]),
+            _f(d.win_log_d[:len(win)][wo]), _f(d.win_w[:len(win)][wo]))
     rv_dims = {}
     for v in model.free_RVs:
         rv_dims[v.name] = tuple(model.named_vars_to_dims.get(v.name, ()) or ())
