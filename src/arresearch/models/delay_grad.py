@@ -79,6 +79,93 @@ def vlog1p_unit(t, out):
                 1 / 29 + w * (1 / 31 + w * (1 / 33 + w * (1 / 35))))))))))))))))))
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
+def vlog(v, out):
+    """out[i] = log(v[i]) for positive normal v, vectorisable like :func:`vexp`.
+
+    v = 2^e m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(u), u = (m - 1) / (m + 1), |u| <= 0.172,
+    by its series to u^23 (truncation < 1e-18).
+    """
+    n = v.shape[0]
+    bits = v.view(np.int64)
+    mb = np.empty(n, dtype=np.int64)
+    ex = np.empty(n)
+    for i in range(n):
+        ex[i] = ((bits[i] >> 52) & 0x7FF) - 1023
+        mb[i] = (bits[i] & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000
+    m = mb.view(np.float64)
+    for i in range(n):
+        mi = m[i]
+        e = ex[i]
+        if mi > 1.4142135623730951:
+            mi *= 0.5
+            e += 1.0
+        u = (mi - 1.0) / (mi + 1.0)
+        w = u * u
+        lm = 2.0 * u * (1.0 + w * (1 / 3 + w * (1 / 5 + w * (1 / 7 + w * (1 / 9 + w * (1 / 11 + w * (1 / 13 + w * (
+            1 / 15 + w * (1 / 17 + w * (1 / 19 + w * (1 / 21 + w * (1 / 23))))))))))))
+        out[i] = e * LN2_HI + (lm + e * LN2_LO)
+
+
+# Cephes (ndtr.c, S. L. Moshier) rational approximations: erf(x) = x T(x^2) / U(x^2) for |x| < 1,
+# erfc(x) = exp(-x^2) P(x) / Q(x) for 1 <= x < 8 and exp(-x^2) R(x) / S(x) for x >= 8
+ERF_T = (9.60497373987051638749E0, 9.00260197203842689217E1, 2.23200534594684319226E3,
+         7.00332514112805075473E3, 5.55923013010394962768E4)
+ERF_U = (1.0, 3.35617141647503099647E1, 5.21357949780152679795E2, 4.59432382970980127987E3,
+         2.26290000613890934246E4, 4.92673942608635921086E4)
+ERFC_P = (2.46196981473530512524E-10, 5.64189564831068821977E-1, 7.46321056442269912687E0,
+          4.86371970985681366614E1, 1.96520832956077098242E2, 5.26445194995477358631E2,
+          9.34528527171957607540E2, 1.02755188689515710272E3, 5.57535335369399327526E2)
+ERFC_Q = (1.0, 1.32281951154744992508E1, 8.67072140885989742329E1, 3.54937778887819891062E2,
+          9.75708501743205489753E2, 1.82390916687909736289E3, 2.24633760818710981792E3,
+          1.65666309194161350182E3, 5.57535340817727675546E2)
+ERFC_R = (5.64189583547755073984E-1, 1.27536670759978104416E0, 5.01905042251180477414E0,
+          6.16021097993053585195E0, 7.40974269950448939160E0, 2.97886665372100240670E0)
+ERFC_S = (1.0, 2.26052863220117276590E0, 9.39603524938001434673E0, 1.20489539808096656605E1,
+          1.70814450747565897222E1, 9.60896809063285878198E0, 3.36907645100081516050E0)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _poly(x, c):
+    acc = c[0]
+    for k in range(1, len(c)):
+        acc = acc * x + c[k]
+    return acc
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
+def vlog_erfc(x, val, dval):
+    """val[i] = log erfc(x[i]), dval[i] = its derivative -2 exp(-x^2) / (sqrt(pi) erfc(x)), x >= -20.
+
+    Vectorisable (Cephes' rational approximations with branches as selects, exp and log by
+    :func:`vexp` and :func:`vlog`); for x >= 1 it works with exp(-x^2) factored out, so nothing
+    underflows however large x is.
+    """
+    n = x.shape[0]
+    negz = np.empty(n)
+    for i in range(n):
+        negz[i] = -x[i] * x[i]
+    ez = np.empty(n)
+    vexp(negz, ez)
+    arg = np.empty(n)
+    ratio = np.empty(n)  # exp(-x^2) / erfc(x)
+    for i in range(n):
+        xi = x[i]
+        a = abs(xi)
+        z = xi * xi
+        rat = (_poly(a, ERFC_P) / _poly(a, ERFC_Q)) if a < 8.0 else (_poly(a, ERFC_R) / _poly(a, ERFC_S))
+        small = 1.0 - xi * _poly(z, ERF_T) / _poly(z, ERF_U)
+        y = small if a < 1.0 else 2.0 - ez[i] * rat  # erfc(x) for x < 1
+        big = xi >= 1.0
+        arg[i] = rat if big else y
+        ratio[i] = 1.0 / rat if big else ez[i] / y
+    vlog(arg, val)
+    for i in range(n):
+        if x[i] >= 1.0:
+            val[i] -= x[i] * x[i]
+        dval[i] = -2.0 / SQRT_PI * ratio[i]
+
+
 @numba.njit(cache=True, error_model="numpy")
 def log_erfcx(x):
     """log(erfc(x) exp(x^2)) and d/dx of it, for x >= -20 (the model floors x there)."""
@@ -150,12 +237,20 @@ def _halfnormal_log(v, sd):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _student(x, mu, sd, log_sd):
-    """StudentT(NU, mu, sd): logp, d/dx, d/dlog(sd)."""
+def _student(x, mu, sd):
+    """StudentT(NU, mu, sd) without its log term: (a, d/dx, d/dlog(sd)); logp = T_CONST - log sd - (NU + 1) / 2 log a.
+
+    The logs are taken afterwards over all terms at once (:func:`vlog`)."""
     r = (x - mu) / sd
     a = 1.0 + r * r / NU
-    return T_CONST - log_sd - 0.5 * (NU + 1) * math.log1p(r * r / NU), -(NU + 1) * r / (NU * a * sd), \
-        -1.0 + (NU + 1) * r * r / (NU * a)
+    return a, -(NU + 1) * r / (NU * a * sd), -1.0 + (NU + 1) * r * r / (NU * a)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sum_log(a):
+    out = np.empty(a.shape[0])
+    vlog(a, out)
+    return out.sum()
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
@@ -264,19 +359,20 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
     nc = cc.shape[0]
     mu = np.empty(nc)
     _cells_mu(E, B, Xc, cc, csp, mu)
-    dmu = np.zeros(nc)
+    xs = np.empty(nc)
+    for i in range(nc):
+        xs[i] = max((cla[i] - mu[i]) * isig2[cseg[i]], -20.0)  # floored as in the model: survival 1 there
+    lerfc = np.empty(nc)
+    dlerfc = np.empty(nc)
+    vlog_erfc(xs, lerfc, dlerfc)
+    dmu = np.empty(nc)
     for i in range(nc):
         s = cseg[i]
-        xx = (cla[i] - mu[i]) * isig2[s]
-        if xx < -20.0:  # floored as in the model: survival 1 to machine precision, no gradient
-            val, _ = log_erfcx(-20.0)
-            lp += cw[i] * (val - 400.0 - LOG2)
-            continue
-        val, dval = log_erfcx(xx)
-        lp += cw[i] * (val - xx * xx - LOG2)
-        dx = cw[i] * (dval - 2.0 * xx)
+        lp += cw[i] * (lerfc[i] - LOG2)
+        # d/dx, zero where x was floored
+        dx = cw[i] * dlerfc[i] if xs[i] > -20.0 else 0.0
         dmu[i] = -dx * isig2[s]
-        dls[s] += -dx * xx
+        dls[s] += -dx * xs[i]
     _cells_back(dmu, Xc, cc, csp, dE, dB)
 
     # ---------------- discount take-up
@@ -366,6 +462,7 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
     dscos = np.zeros(C)
     dssin = np.zeros(C)
     dlt = np.zeros(S)  # d/dlog tau
+    ta = np.empty(C)  # the Student-t terms' log arguments
     for c in range(C):
         s = seg[c]
         dth = dE[c, 0]
@@ -373,18 +470,19 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
         dscos[c] += dE[c, 1]
         dssin[c] += dE[c, 2]
         if cent[c] >= 0:
-            t_lp, gx, gls = _student(theta[c], level[c], tau[s], x[off[TAU] + s])
-            lp += t_lp
+            ta[c], gx, gls = _student(theta[c], level[c], tau[s])
+            lp += T_CONST - x[off[TAU] + s]
             grad[off[THC] + cent[c]] += dth + gx
             dlevel[c] -= gx
             dlt[s] += gls
         else:
             z = x[off[THZ] + small[c]]
-            t_lp, gx, _ = _student(z, 0.0, 1.0, 0.0)
-            lp += t_lp
+            ta[c], gx, _ = _student(z, 0.0, 1.0)
+            lp += T_CONST
             grad[off[THZ] + small[c]] += gx + dth * tau[s]
             dlevel[c] += dth
             dlt[s] += dth * z * tau[s]
+    lp -= 0.5 * (NU + 1) * _sum_log(ta)
     dsa = np.zeros(S)
     dsb = np.zeros(S)
     dtau_s = 0.0
@@ -433,10 +531,11 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
         t_lp, g = _halfnormal_log(x[off[TAUS]], 0.2)
         lp += t_lp
         grad[off[TAUS]] += g + dtau_s * tau_s
+        za = np.empty(2 * n_elig)
         for i in range(2 * n_elig):
-            t_lp, g, _ = _student(x[off[SZ] + i], 0.0, 1.0, 0.0)
-            lp += t_lp
+            za[i], g, _ = _student(x[off[SZ] + i], 0.0, 1.0)
             grad[off[SZ] + i] += g
+        lp += 2 * n_elig * T_CONST - 0.5 * (NU + 1) * _sum_log(za)
     for j in range(L):
         t_lp, g = _normal(x[off[MUND] + j], 0.0, 0.5)
         lp += t_lp
