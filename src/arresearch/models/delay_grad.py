@@ -166,19 +166,19 @@ def vlog_erfc(x, val, dval):
         dval[i] = -2.0 / SQRT_PI * ratio[i]
 
 
-@numba.njit(cache=True, error_model="numpy")
-def log_erfcx(x):
-    """log(erfc(x) exp(x^2)) and d/dx of it, for x >= -20 (the model floors x there)."""
-    if x < 25.0:
-        e = math.erfc(x)
-        val = math.log(e) + x * x
-        inv = math.exp(-x * x) / e  # 1 / erfcx(x)
-    else:  # asymptotic series; erfc underflows beyond ~26
-        r = 1.0 / (x * x)
-        s = 1.0 - 0.5 * r + 0.75 * r * r - 1.875 * r * r * r + 6.5625 * r * r * r * r
-        val = -math.log(x * SQRT_PI) + math.log(s)
-        inv = x * SQRT_PI / s
-    return val, 2.0 * x - 2.0 / SQRT_PI * inv
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, inline="always")
+def _dot(a, b):
+    acc = 0.0
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, inline="always")
+def _axpy(alpha, xv, out):
+    """out += alpha * xv (1-d views indexed from 0: the form LLVM vectorises)."""
+    for i in range(out.shape[0]):
+        out[i] += alpha * xv[i]
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -187,7 +187,7 @@ def _cells_mu(E, B, XT, cc, sptr, mu):
     (``sptr`` delimits each segment's run) so that each slope multiplies one contiguous run."""
     K = XT.shape[0]
     x0, xc, xs = XT[0], XT[K - 2], XT[K - 1]
-    e0, ec, es = E[:, 0].copy(), E[:, 1].copy(), E[:, 2].copy()
+    e0, ec, es = E[0], E[1], E[2]
     for i in range(cc.shape[0]):
         c = cc[i]
         mu[i] = e0[c] * x0[i] + ec[c] * xc[i] + es[c] * xs[i]
@@ -208,9 +208,9 @@ def _cells_back(dmu, XT, cc, sptr, dE, dB):
     x0, xc, xs = XT[0], XT[K - 2], XT[K - 1]
     for i in range(cc.shape[0]):
         c = cc[i]
-        dE[c, 0] += dmu[i] * x0[i]
-        dE[c, 1] += dmu[i] * xc[i]
-        dE[c, 2] += dmu[i] * xs[i]
+        dE[0, c] += dmu[i] * x0[i]
+        dE[1, c] += dmu[i] * xc[i]
+        dE[2, c] += dmu[i] * xs[i]
     for s in range(sptr.shape[0] - 1):
         a, z = sptr[s], sptr[s + 1]
         dm = dmu[a:z]
@@ -253,16 +253,21 @@ def _sum_log(a):
     return out.sum()
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
-def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, cent, small, n_elig,
-              Gss, Hs, Qs, Ns, Gjs, Gjj, hj, Xc, cc, cseg, csp, cla, cw, opos, ocust, nlate, Xw, wc, wseg, wsp, wy, wld,
-              ww):
-    """Log density at the unconstrained point ``x``; its gradient is written into ``grad``."""
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "contract"})
+def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT, eidx, cent, small, n_elig,
+              Gss, Hs, Qs, Ns, GjsT, GjjT, hjT, Xc, cc, cseg, csp, cla, cw, opos, ocust, nlate, Xw, wc, wseg, wsp,
+              wy, wld, ww):
+    """Log density at the unconstrained point ``x``; its gradient is written into ``grad``.
+
+    Customers are sorted by segment (``cptr`` delimits each segment's run) and per-customer data
+    are stored by column (``xbarT`` is (K, C), ...), so that the loops over customers run on
+    contiguous views with the segment's values fixed: the form LLVM vectorises.
+    """
     S = Ns.shape[0]
     C = seg.shape[0]
-    K = xbar.shape[1]
+    K = xbarT.shape[0]
     P = K - 3
-    L = mk.shape[1]
+    L = mkT.shape[0]
     grad[:] = 0.0
     lp = 0.0
 
@@ -279,86 +284,89 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
     sb = x[off[SB]:off[SB] + S]
     tau_s = math.exp(x[off[TAUS]]) if off[TAUS] >= 0 else 0.0
 
-    # ---------------- per-customer values
-    s_cos = np.empty(C)
-    s_sin = np.empty(C)
+    # ---------------- per-customer values: E = (intercept, cos, sin coefficients) by column
+    ET = np.empty((3, C))
     shift = np.empty(C)
     level = np.empty(C)
     theta = np.empty(C)
-    for c in range(C):
-        s = seg[c]
-        gc = 0.0
-        gs = 0.0
-        if eidx[c] >= 0:
-            gc = x[off[SZ] + 2 * eidx[c]] * tau_s
-            gs = x[off[SZ] + 2 * eidx[c] + 1] * tau_s
-        s_cos[c] = sa[s] + gc
-        s_sin[c] = sb[s] + gs
-        sh = s_cos[c] * xbar[c, K - 2] + s_sin[c] * xbar[c, K - 1]
+    for s in range(S):
+        a, b = cptr[s], cptr[s + 1]
+        ec, es, sh, lv = ET[1, a:b], ET[2, a:b], shift[a:b], level[a:b]
+        xc, xs = xbarT[K - 2, a:b], xbarT[K - 1, a:b]
+        for i in range(b - a):
+            ec[i] = sa[s]
+            es[i] = sb[s]
+        for i in range(b - a):
+            c = a + i
+            if eidx[c] >= 0:
+                ec[i] += x[off[SZ] + 2 * eidx[c]] * tau_s
+                es[i] += x[off[SZ] + 2 * eidx[c] + 1] * tau_s
+        for i in range(b - a):
+            sh[i] = ec[i] * xc[i] + es[i] * xs[i]
         for p in range(P):
-            sh += xbar[c, 1 + p] * B[s, p]
-        shift[c] = sh
-        lv = x[off[ALPHA] + s] + sh
-        for j in range(L):
-            lv += mk[c, j] * x[off[MUND] + j]
-        level[c] = lv
+            _axpy(B[s, p], xbarT[1 + p, a:b], sh)
+        al = x[off[ALPHA] + s]
+        for i in range(b - a):
+            lv[i] = al + sh[i]
+    for j in range(L):
+        _axpy(x[off[MUND] + j], mkT[j], level)
+    for c in range(C):
         if cent[c] >= 0:
             theta[c] = x[off[THC] + cent[c]]
         else:
-            theta[c] = lv + x[off[THZ] + small[c]] * tau[s]
-
-    E = np.empty((C, 3))  # per-customer coefficients of the intercept, cos and sin columns
-    for c in range(C):
-        E[c, 0] = theta[c] - shift[c] + LOG30
-        E[c, 1] = s_cos[c]
-        E[c, 2] = s_sin[c]
+            theta[c] = level[c] + x[off[THZ] + small[c]] * tau[seg[c]]
+        ET[0, c] = theta[c] - shift[c] + LOG30
 
     # adjoints
     dB = np.zeros((S, P))
-    dE = np.zeros((C, 3))
+    dE = np.zeros((3, C))
     dls = np.zeros(S)  # d/dlog sigma
 
     # ---------------- paid invoices: Gaussian sufficient statistics on the segment/customer split
-    SS = np.zeros(S)
+    # SS_s = q - 2 B'h + B'G B (segment part) + sum over the segment's customers of
+    #        E'Gjj E - 2 E'hj + 2 E'Gjs B;  logp = -n log sigma - SS / (2 sigma^2)
+    r = np.empty(C)
+    dd = np.empty(C)
     for s in range(S):
-        acc = Qs[s]
-        for p in range(P):
-            r = 0.0
-            for p2 in range(P):
-                r += Gss[s, p, p2] * B[s, p2]
-            acc += B[s, p] * (r - 2.0 * Hs[s, p])
-            dB[s, p] += 2.0 * r - 2.0 * Hs[s, p]  # d SS / d B (scaled below)
-        SS[s] = acc
-    dSSdE = np.zeros((C, 3))
-    for c in range(C):
-        s = seg[c]
-        acc = 0.0
-        for a in range(3):
-            r = 0.0
-            for b in range(3):
-                r += Gjj[c, a, b] * E[c, b]
-            gb = 0.0
-            for p in range(P):
-                gb += Gjs[c, p, a] * B[s, p]
-                dB[s, p] += 2.0 * Gjs[c, p, a] * E[c, a]
-            acc += E[c, a] * (r - 2.0 * hj[c, a] + 2.0 * gb)
-            dSSdE[c, a] = 2.0 * r - 2.0 * hj[c, a] + 2.0 * gb
-        SS[s] += acc
-    for s in range(S):
+        a, b = cptr[s], cptr[s + 1]
         v = sigma[s] * sigma[s]
-        lp += -Ns[s] * x[off[SIGMA] + s] - SS[s] / (2.0 * v)
-        dls[s] += -Ns[s] + SS[s] / v
+        ss = Qs[s]
+        dBs = np.zeros(P)  # d SS / d B_s
         for p in range(P):
-            dB[s, p] *= -1.0 / (2.0 * v)
-    for c in range(C):
-        v = sigma[seg[c]] ** 2
-        for a in range(3):
-            dE[c, a] = -dSSdE[c, a] / (2.0 * v)
+            gb = 0.0
+            for p2 in range(P):
+                gb += Gss[s, p, p2] * B[s, p2]
+            ss += B[s, p] * (gb - 2.0 * Hs[s, p])
+            dBs[p] = 2.0 * gb - 2.0 * Hs[s, p]
+        rs, ds = r[a:b], dd[a:b]
+        for ai in range(3):
+            e = ET[ai, a:b]
+            for i in range(b - a):
+                rs[i] = 0.0
+            for bi in range(3):
+                ebi = ET[bi, a:b]
+                g = GjjT[ai, bi, a:b]
+                for i in range(b - a):
+                    rs[i] += g[i] * ebi[i]
+            h = hjT[ai, a:b]
+            for i in range(b - a):
+                ds[i] = 2.0 * rs[i] - 2.0 * h[i]
+            for p in range(P):
+                _axpy(2.0 * B[s, p], GjsT[p, ai, a:b], ds)
+                dBs[p] += 2.0 * _dot(GjsT[p, ai, a:b], e)
+            ss += _dot(e, ds) - _dot(e, rs)
+            de = dE[ai, a:b]
+            for i in range(b - a):
+                de[i] = -ds[i] / (2.0 * v)
+        lp += -Ns[s] * x[off[SIGMA] + s] - ss / (2.0 * v)
+        dls[s] += -Ns[s] + ss / v
+        for p in range(P):
+            dB[s, p] += -dBs[p] / (2.0 * v)
 
     # ---------------- open invoices, right-censored: log P(T > age)
     nc = cc.shape[0]
     mu = np.empty(nc)
-    _cells_mu(E, B, Xc, cc, csp, mu)
+    _cells_mu(ET, B, Xc, cc, csp, mu)
     xs = np.empty(nc)
     for i in range(nc):
         xs[i] = max((cla[i] - mu[i]) * isig2[cseg[i]], -20.0)  # floored as in the model: survival 1 there
@@ -395,23 +403,24 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
         log_q = np.empty(n_off)
         dlogit = np.zeros(n_off)
         pr = np.empty(n_off)
+        logit = np.empty(n_off)
         for o in range(n_off):
             z = x[off[KZ] + o]
-            t_lp, g = _normal(z, 0.0, 1.0)
-            lp += t_lp
-            grad[off[KZ] + o] += g
-            logit = x[off[KSEG] + seg[ocust[o]]] + z * tau_v
-            # log sigmoid(logit), log sigmoid(-logit) and sigmoid(logit), stably: one exp, one log1p
-            t = math.exp(-abs(logit))
-            sp = math.log1p(t)
-            if logit > 0:
-                log_p[o] = -sp
-                log_q[o] = -sp - logit
-                pr[o] = 1.0 / (1.0 + t)
-            else:
-                log_q[o] = -sp
-                log_p[o] = -sp + logit
-                pr[o] = t / (1.0 + t)
+            lp += -HALF_LOG_2PI - 0.5 * z * z  # z ~ Normal(0, 1)
+            grad[off[KZ] + o] -= z
+            logit[o] = x[off[KSEG] + seg[ocust[o]]] + z * tau_v
+            pr[o] = -abs(logit[o])
+        # log sigmoid(logit), log sigmoid(-logit) and sigmoid(logit), stably: t = exp(-|logit|)
+        et = np.empty(n_off)
+        vexp(pr, et)
+        sp = np.empty(n_off)
+        vlog1p_unit(et, sp)
+        for o in range(n_off):
+            t = et[o]
+            pos = logit[o] > 0
+            log_p[o] = -sp[o] if pos else logit[o] - sp[o]
+            log_q[o] = -sp[o] - logit[o] if pos else -sp[o]
+            pr[o] = (1.0 if pos else t) / (1.0 + t)
             lp += nlate[o] * log_q[o]
             dlogit[o] += -nlate[o] * pr[o]  # d log q / d logit = -p
         # paid inside the window: three passes, so that exp and log1p run over whole arrays
@@ -421,7 +430,7 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
         whi = np.empty(nw)  # max(lp_take, lp_not)
         wtk = np.empty(nw, dtype=np.bool_)  # lp_take is the larger
         mu = np.empty(nw)
-        _cells_mu(E, B, Xw, wc, wsp, mu)
+        _cells_mu(ET, B, Xw, wc, wsp, mu)
         for i in range(nw):
             s = wseg[i]
             o = opos[wc[i]]
@@ -458,17 +467,11 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
 
     # ---------------- customer effects: theta prior, then E -> theta, shift, seasonal terms
     dlevel = np.zeros(C)
-    dshift = np.zeros(C)
-    dscos = np.zeros(C)
-    dssin = np.zeros(C)
     dlt = np.zeros(S)  # d/dlog tau
     ta = np.empty(C)  # the Student-t terms' log arguments
     for c in range(C):
         s = seg[c]
-        dth = dE[c, 0]
-        dshift[c] -= dE[c, 0]
-        dscos[c] += dE[c, 1]
-        dssin[c] += dE[c, 2]
+        dth = dE[0, c]
         if cent[c] >= 0:
             ta[c], gx, gls = _student(theta[c], level[c], tau[s])
             lp += T_CONST - x[off[TAU] + s]
@@ -483,27 +486,28 @@ def logp_grad(x, grad, off, seg, bidx, bstride, mfree, chfree, xbar, mk, eidx, c
             dlevel[c] += dth
             dlt[s] += dth * z * tau[s]
     lp -= 0.5 * (NU + 1) * _sum_log(ta)
+    # E0 = theta - shift + log 30 and level = alpha + shift + mundlak: d/dshift = dlevel - dE0
+    dsh = dlevel - dE[0]
+    dcos = dE[1] + dsh * xbarT[K - 2]
+    dsin = dE[2] + dsh * xbarT[K - 1]
     dsa = np.zeros(S)
     dsb = np.zeros(S)
+    for s in range(S):
+        a, b = cptr[s], cptr[s + 1]
+        grad[off[ALPHA] + s] += dlevel[a:b].sum()
+        for p in range(P):
+            dB[s, p] += _dot(dsh[a:b], xbarT[1 + p, a:b])
+        dsa[s] = dcos[a:b].sum()
+        dsb[s] = dsin[a:b].sum()
+    for j in range(L):
+        grad[off[MUND] + j] += _dot(dlevel, mkT[j])
     dtau_s = 0.0
     for c in range(C):
-        s = seg[c]
-        dl = dlevel[c]
-        grad[off[ALPHA] + s] += dl
-        for j in range(L):
-            grad[off[MUND] + j] += dl * mk[c, j]
-        dsh = dshift[c] + dl
-        for p in range(P):
-            dB[s, p] += dsh * xbar[c, 1 + p]
-        dcos = dscos[c] + dsh * xbar[c, K - 2]
-        dsin = dssin[c] + dsh * xbar[c, K - 1]
-        dsa[s] += dcos
-        dsb[s] += dsin
         if eidx[c] >= 0:
             i0 = off[SZ] + 2 * eidx[c]
-            grad[i0] += dcos * tau_s
-            grad[i0 + 1] += dsin * tau_s
-            dtau_s += dcos * x[i0] + dsin * x[i0 + 1]
+            grad[i0] += dcos[c] * tau_s
+            grad[i0 + 1] += dsin[c] * tau_s
+            dtau_s += dcos[c] * x[i0] + dsin[c] * x[i0 + 1]
 
     # ---------------- priors and the rest of the chain
     a0 = x[off[A0]]
@@ -651,6 +655,10 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     for n, st in zip(names, starts[:-1], strict=True):
         offsets[BLOCKS.index(n)] = st
 
+    # customers sorted by segment (the kernel's order): perm[k] is the k-th customer, inv maps back
+    perm = np.argsort(d.cust_seg, kind="stable")
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(len(perm))
     seg = _i(d.cust_seg)
     C, K = d.G.shape[:2]
     S, M, Ch = len(d.segments), len(d.methods), len(d.channels)
@@ -695,7 +703,7 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     # cells sorted by segment, then customer: each segment's slopes multiply one contiguous run of
     # cells (vectorised), and consecutive cells share a customer's values
     def order(cust):
-        o = np.lexsort((cust, seg[cust]))
+        o = np.lexsort((inv[cust], seg[cust]))
         return o, _i(seg[cust][o]), _i(np.searchsorted(seg[cust][o], np.arange(S + 1)))
 
     co, cseg, csp = order(d.cens_cust)
@@ -704,11 +712,14 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     def cols(X, o):  # design rows as columns, (K, n)
         return _f(X.reshape(-1, K)[o].T)
 
-    args = (seg, bidx, bstride, mfree, chfree, _f(d.xbar), _f(mk), _i(eidx), _i(cent), _i(small), len(elig),
-            _f(Gss), _f(Hs), _f(onehot.T @ d.q), _f(onehot.T @ d.n), _f(G[:, js][:, :, jc]), _f(G[:, jc][:, :, jc]),
-            _f(h[:, jc]), cols(d.Xc, co), _i(d.cens_cust[co]), cseg, csp, _f(d.cens_log_age[co]), _f(d.cens_w[co]),
-            _i(opos), _i(offered_c), _f(nlate), cols(d.win_X, wo), _i(win[wo]), wseg, wsp, _f(d.win_y[:len(win)][wo]),
-            _f(d.win_log_d[:len(win)][wo]), _f(d.win_w[:len(win)][wo]))
+    Gp, hp = G[perm], h[perm]
+    args = (seg[perm], _i(np.searchsorted(seg[perm], np.arange(S + 1))), bidx, bstride, mfree, chfree,
+            _f(d.xbar[perm].T), _f(mk[perm].T), _i(eidx[perm]), _i(cent[perm]), _i(small[perm]), len(elig),
+            _f(Gss), _f(Hs), _f(onehot.T @ d.q), _f(onehot.T @ d.n), _f(Gp[:, js][:, :, jc].transpose(1, 2, 0)),
+            _f(Gp[:, jc][:, :, jc].transpose(1, 2, 0)), _f(hp[:, jc].T),
+            cols(d.Xc, co), _i(inv[d.cens_cust[co]]), cseg, csp, _f(d.cens_log_age[co]), _f(d.cens_w[co]),
+            _i(opos[perm]), _i(inv[offered_c]), _f(nlate), cols(d.win_X, wo), _i(inv[win[wo]]), wseg, wsp,
+            _f(d.win_y[:len(win)][wo]), _f(d.win_log_d[:len(win)][wo]), _f(d.win_w[:len(win)][wo]))
     rv_dims = {}
     for v in model.free_RVs:
         rv_dims[v.name] = tuple(model.named_vars_to_dims.get(v.name, ()) or ())
