@@ -9,6 +9,7 @@ absolute on ~2e4), the gradient to 1e-7 relative to its largest component.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 
 import numpy as np
@@ -22,7 +23,21 @@ from arresearch.models.delay import (
     build_delay_model,
     prepare_delay_data,
 )
-from arresearch.models.delay_grad import make_delay_logp, vexp, vlog, vlog1p_unit, vlog_erfc
+from arresearch.models.delay_grad import compile_for_nutpie, make_delay_logp, vexp, vlog, vlog1p_unit, vlog_erfc
+
+
+def _call_c_callbacks(compiled, x):
+    """Call the compiled model's C log-density and expand callbacks as nutpie does."""
+    dbl = ctypes.POINTER(ctypes.c_double)
+    x = np.ascontiguousarray(x, dtype=float)
+    grad, lp, expanded = np.empty_like(x), np.zeros(1), np.empty_like(x)
+    ud = ctypes.c_void_p(compiled.user_data.ctypes.data)
+    rc = compiled.compiled_logp_func.ctypes(len(x), x.ctypes.data_as(dbl), grad.ctypes.data_as(dbl),
+                                            lp.ctypes.data_as(dbl), ud)
+    assert rc == 0
+    rc = compiled.compiled_expand_func.ctypes(len(x), len(x), x.ctypes.data_as(dbl), expanded.ctypes.data_as(dbl), ud)
+    assert rc == 0
+    return lp[0], grad, expanded
 
 
 def _variants(d):
@@ -61,6 +76,13 @@ def test_logp_and_gradient_equal_pymc(ledger_small, delay_data, hurdle):
             ref, ref_grad = f(L.point(x)), df(L.point(x))
             assert lp == pytest.approx(ref, rel=1e-9), name
             np.testing.assert_allclose(grad, ref_grad, rtol=0, atol=1e-7 * np.abs(ref_grad).max(), err_msg=name)
+            # what nutpie calls: the C callback, reading the same data through its header of addresses
+            c_lp, c_grad, expanded = _call_c_callbacks(compile_for_nutpie(L), x)
+            assert c_lp == lp, name
+            np.testing.assert_array_equal(c_grad, grad, err_msg=name)
+            logs = np.concatenate([np.full(int(np.prod(sh)), n.endswith("_log__")) for n, sh in zip(
+                L.names, L.shapes, strict=True)])
+            np.testing.assert_allclose(expanded, np.where(logs, np.exp(x), x), rtol=1e-15, err_msg=name)
 
 
 def test_deterministics_equal_pymc(delay_data):
