@@ -3,8 +3,9 @@
 Sections (each can be run alone: ``python benchmarks/bench.py delay|scaling|report``):
 
 delay    The payment-delay model on the default demo ledger (~50,000 invoices, 1,000
-         customers), as the project fits it (sufficient statistics, nutpie), against the
-         same model written the way one first writes it -- one likelihood term per paid
+         customers), as the project fits it (sufficient statistics, hand-written numba
+         gradient called by nutpie), against the same model with PyTensor's gradient, and
+         against it written the way one first writes it -- one likelihood term per paid
          invoice -- sampled (a) with nutpie and (b) with PyMC's default sampler. Wall time
          (compile + sample), minimum bulk ESS over the reported quantities, ESS per
          second, and the ratios. The per-invoice versions run shorter chains (ESS/s is a
@@ -59,6 +60,16 @@ def bench_delay(draws_naive: int = 300) -> list[str]:
          f"{int(d.n.sum()):,} paid invoices in the log-normal, {len(d.win_cust):,} in discount windows")
     rows = []
 
+    # the kernel's C callbacks are compiled when the module is imported and cached by numba; on a
+    # machine's first fit that compile is part of the wall time: measured here with an empty cache
+    with tempfile.TemporaryDirectory() as numba_cache:
+        code = "import time; t = time.perf_counter(); import arresearch.models.delay_grad; print(time.perf_counter() - t)"
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                             env=dict(os.environ, NUMBA_CACHE_DIR=numba_cache), check=True)
+        cold = float(res.stdout.strip().splitlines()[-1])
+    _say(f"  kernel compile with an empty numba cache (once per machine and code version): {cold:.0f}s")
+    import arresearch.models.delay_grad  # noqa: F401  (compiled or loaded from numba's cache before the clock starts)
+
     t0 = time.perf_counter()
     default = FitSettings()
     fit = fit_delay(led, default, cache=False, allow_unconverged=True, progress=False)
@@ -67,6 +78,18 @@ def bench_delay(draws_naive: int = 300) -> list[str]:
     _say(f"  project: {wall:.0f}s (prepare {fit.timings['prepare']:.0f}s, compile "
          f"{fit.idata.attrs.get('compile_seconds', float('nan')):.0f}s, sampling {fit.diagnostics.sampling_seconds:.0f}s), "
          f"{fit.diagnostics.message()}")
+
+    # the same model and settings, with the gradient PyTensor derives and compiles from the PyMC model:
+    # what the hand-written kernel (models/delay_grad.py) buys on its own
+    t0 = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(build_delay_model(d))
+    idata = nutpie.sample(compiled, draws=default.draws, tune=default.tune, chains=default.chains,
+                          seed=default.seed, target_accept=default.target_accept, progress_bar=False, cores=2)
+    wall = time.perf_counter() - t0
+    post, stats = _posterior_and_stats(idata)
+    diag = delay_diagnostics(post, stats, d)
+    rows.append(("same model, PyTensor-compiled gradient, nutpie", default.tune, default.draws, wall, diag))
+    _say(f"  same model, PyTensor gradient: {wall:.0f}s, {diag.message()}")
 
     settings = FitSettings(draws=draws_naive, tune=draws_naive)
     t0 = time.perf_counter()
@@ -100,7 +123,8 @@ def bench_delay(draws_naive: int = 300) -> list[str]:
                                                               f"{dg.divergences} divergences)"))
     out.append("")
     out.append(f"Targets: ≥ 50× the per-invoice version's ESS/s; project fit < 60 s wall on 2 cores "
-               f"(measured {rows[0][3]:.0f} s).")
+               f"(measured {rows[0][3]:.0f} s with the kernel's compile cached; compiling it with an empty "
+               f"numba cache, once per machine and code version, adds {cold:.0f} s).")
     return out
 
 
