@@ -856,7 +856,16 @@ def compile_for_nutpie(L: DelayLogp):
     args[11] = np.array([args[11]], dtype=np.int64)  # n_elig
     arrays = [np.ascontiguousarray(a) for a in [L.offsets, *args, log_mask]]
     names = [s for s, _ in stored]
+    try:
+        return _compiled_model(CompiledPyMCModel, L, dims, coords, names, shapes, starts, arrays)
+    except TypeError as err:  # nutpie changed its internal class
+        import nutpie
 
+        raise RuntimeError(f"nutpie {nutpie.__version__} is not supported by the delay model's sampler "
+                           f"(pyproject.toml pins nutpie <0.17): {err}") from err
+
+
+def _compiled_model(CompiledPyMCModel, L, dims, coords, names, shapes, starts, arrays):
     def initial_point(seed):  # the PyMC model's initial point, jittered by U(-1, 1) as PyMC and nutpie do
         return L.initial + np.random.default_rng(seed).uniform(-1, 1, L.ndim)
 
