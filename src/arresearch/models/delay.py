@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -525,8 +526,8 @@ def add_deterministics(post: xr.Dataset, d: DelayData, min_centred: int = CENTRE
     out["theta"] = (("chain", "draw", "customer"), unflat(theta))
     coords = {"customer": list(d.customers), "segment": list(d.segments), "method": d.methods,
               "channel": d.channels, "harmonic": ["cos", "sin"]}
-    return post.assign(out).assign_coords({k: v for k, v in coords.items() if k in post.dims or k in
-                                           {dim for v in out.values() for dim in v[0]}})
+    used = set(post.dims) | {dim for dims, _ in out.values() for dim in dims}
+    return post.assign(out).assign_coords({k: v for k, v in coords.items() if k in used})
 
 
 def linpred(b: np.ndarray, cust: np.ndarray, X: np.ndarray, chunk: int = 32) -> np.ndarray:
@@ -648,11 +649,11 @@ def _code_digest() -> str:
     import hashlib
     import inspect
 
-    from . import delay_grad
-
-    src = "".join(inspect.getsource(f) for f in (prepare_delay_data, _cells, design_matrix, _slope_columns, _coefs, _mixed_normal,
-                                                 _segment_effects, mundlak_design, build_delay_model,
-                                                 add_deterministics, delay_grad))
+    src = "".join(inspect.getsource(f) for f in (prepare_delay_data, _cells, design_matrix, _slope_columns, _coefs,
+                                                 _mixed_normal, _segment_effects, mundlak_design, build_delay_model,
+                                                 add_deterministics))
+    # the sampler's kernel, read as text: importing it would load its compiled code in every notebook
+    src += (Path(__file__).parent / "delay_grad.py").read_text()
     return hashlib.sha256(src.encode()).hexdigest()[:12]
 
 
