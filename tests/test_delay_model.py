@@ -151,3 +151,9 @@ def test_convergence_check_flags_disagreeing_chains():
     stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((4, 500), bool))})
     stats["diverging"][0, 3] = True
     assert check_convergence({"q": good}, stats).divergences == 1
+
+
+def test_fit_rejects_prepared_data_of_another_likelihood(ledger_small):
+    """``fit_delay(data=...)`` uses prepared data as is, so data prepared without the hurdle cannot feed a hurdle fit."""
+    with pytest.raises(ValueError, match="hurdle=False"):
+        fit_delay(ledger_small, data=prepare_delay_data(ledger_small, hurdle=False), cache=False)

@@ -56,6 +56,7 @@ SEASON_MIN_INVOICES = 12
 SEASON_MIN_SPAN_DAYS = 330
 NU = 4.0  # Student-t degrees of freedom of customer effects: a few customers differ a lot
 HORIZON_DAYS = 365
+STOPPED_PAYING_DAYS = 120  # open past due and no payment for this long: stopped paying (prepare_delay_data)
 MUNDLAK_MIN_WITHIN = 0.05  # share of a covariate's variance within customers needed for a Mundlak term
 # spread of segment-level effects around their common value (fixed, see build_delay_model): segment
 # means of log time to pay (0.3 ~ +-35%), the discount shift of non-takers', method and channel
@@ -142,7 +143,8 @@ def design_matrix(df: pd.DataFrame, methods: list[str], channels: list[str]) -> 
     return np.column_stack(cols)
 
 
-def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True, stopped_paying_days: int = 120) -> DelayData:
+def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True,
+                       stopped_paying_days: int = STOPPED_PAYING_DAYS) -> DelayData:
     """Turn a prepared ledger into model arrays.
 
     Parameters
@@ -664,8 +666,11 @@ def _fit_key(d: DelayData, settings: FitSettings) -> str:
 
 def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurdle: bool = True,
               allow_unconverged: bool = False, cache: bool = True, progress: bool = True,
-              stopped_paying_days: int = 120) -> DelayFit:
+              stopped_paying_days: int = STOPPED_PAYING_DAYS, data: DelayData | None = None) -> DelayFit:
     """Fit the payment-delay model, reusing a cached fit of the same data and settings.
+
+    ``data``, when given, is the ledger already prepared (:func:`prepare_delay_data` with the same
+    ``hurdle`` and ``stopped_paying_days``) and is used as is.
 
     Raises
     ------
@@ -676,7 +681,9 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
 
     settings = settings or FitSettings()
     t0 = time.perf_counter()
-    d = prepare_delay_data(ledger, hurdle=hurdle, stopped_paying_days=stopped_paying_days)
+    d = data if data is not None else prepare_delay_data(ledger, hurdle=hurdle, stopped_paying_days=stopped_paying_days)
+    if d.hurdle != hurdle:
+        raise ValueError(f"prepared data has hurdle={d.hurdle}, the fit asks for hurdle={hurdle}")
     t_prep = time.perf_counter() - t0
     key = _fit_key(d, settings)
     t1 = time.perf_counter()
@@ -915,11 +922,12 @@ def compare_likelihoods(ledger: pd.DataFrame, settings: FitSettings | None = Non
 
     settings = settings or FitSettings()
     main = main or fit_delay(ledger, settings, allow_unconverged=True, **kw)
-    alt_key = _fit_key(prepare_delay_data(ledger, hurdle=False, stopped_paying_days=kw.get("stopped_paying_days", 120)),
-                       settings)
+    alt_data = prepare_delay_data(ledger, hurdle=False,
+                                  stopped_paying_days=kw.get("stopped_paying_days", STOPPED_PAYING_DAYS))
+    alt_key = _fit_key(alt_data, settings)
 
     def compute():
-        alt = fit_delay(ledger, settings, hurdle=False, allow_unconverged=True, **kw)
+        alt = fit_delay(ledger, settings, hurdle=False, allow_unconverged=True, data=alt_data, **kw)
         trees = {"take-up mixture + log-normal": loo_tree(main, thin), "log-normal only": loo_tree(alt, thin)}
         return {"compare": az.compare(trees)}
 
