@@ -46,8 +46,8 @@ from .sampling import ConvergenceError, Diagnostics, FitSettings, cache_key, che
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
            "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
            "p_late_draws", "takeup_draws", "delay_diagnostics", "linpred", "draw_thin", "loo_tree", "compare_likelihoods",
-           "prior_predictive_days", "pointwise_loglik", "add_deterministics", "mundlak_design", "posterior_predictive_days", "ConvergenceError",
-           "MODEL_VERSION"]
+           "prior_predictive_days", "pointwise_loglik", "add_deterministics", "mundlak_design",
+           "posterior_predictive_days", "ConvergenceError", "MODEL_VERSION"]
 
 MODEL_VERSION = "delay-4"
 LOG30 = np.log(30.0)
