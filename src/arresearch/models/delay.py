@@ -46,7 +46,7 @@ from .sampling import ConvergenceError, Diagnostics, FitSettings, cache_key, che
 __all__ = ["DelayData", "DelayFit", "prepare_delay_data", "build_delay_model", "fit_delay",
            "customer_risk", "open_invoice_forecast", "open_invoice_day_samples", "seasonal_payers", "coef_draws",
            "p_late_draws", "takeup_draws", "delay_diagnostics", "linpred", "draw_thin", "loo_tree", "compare_likelihoods",
-           "prior_predictive_days", "pointwise_loglik", "add_deterministics", "mundlak_design",
+           "prior_predictive_days", "pointwise_loglik", "add_deterministics", "mundlak_design", "segment_sufficient_stats",
            "posterior_predictive_days", "ConvergenceError", "MODEL_VERSION"]
 
 MODEL_VERSION = "delay-4"
@@ -115,6 +115,13 @@ class DelayData:
     xbar: np.ndarray  # (C, K) customer means of the design columns (column 0 is 0)
     within_share: np.ndarray  # (K-1,) share of each covariate's variance within customers
     ledger: pd.DataFrame = field(repr=False)
+
+    def free_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Which method and which channel levels vary within customers (``MUNDLAK_MIN_WITHIN``): those get
+        per-segment effects; the others are customer habits with one effect shared by all segments."""
+        M, Ch = len(self.methods), len(self.channels)
+        return (self.within_share[3:3 + M] >= MUNDLAK_MIN_WITHIN,
+                self.within_share[3 + M:3 + M + Ch] >= MUNDLAK_MIN_WITHIN)
 
     def digest(self) -> str:
         return data_hash(self.G, self.h, self.xbar, self.q, self.n, self.Xc, self.cens_log_age, self.cens_w,
@@ -312,18 +319,36 @@ def mundlak_design(d: DelayData) -> np.ndarray:
     return d.xbar[:, cols] - seg_mean[d.cust_seg]
 
 
-def _segment_effects(pm, pt, name: str, base, spread: float, within: np.ndarray, n_seg: int, dims: tuple):
+def segment_sufficient_stats(d: DelayData) -> dict:
+    """The paid invoices' sufficient statistics on the segment/customer split of the coefficients.
+
+    ``js`` are the design columns with segment-level slopes, ``jc`` those with per-customer values
+    (intercept, cos, sin). Segment part summed over each segment's customers (``G_ss``, ``h_s``,
+    ``q_s``, ``n_s``); customer part per customer (``G_sj``, ``G_jj``, ``h_j``). Shared by the PyMC
+    model and the hand-written kernel.
+    """
+    K = d.G.shape[1]
+    js, jc = np.arange(1, K - 2), np.array([0, K - 2, K - 1])
+    onehot = np.eye(len(d.segments))[d.cust_seg]  # (C, S)
+    G, h = d.G, d.h
+    return {"js": js, "jc": jc, "onehot": onehot,
+            "G_ss": np.einsum("cs,ckl->skl", onehot, G[:, js][:, :, js]), "h_s": onehot.T @ h[:, js],
+            "q_s": onehot.T @ d.q, "n_s": onehot.T @ d.n,
+            "G_sj": G[:, js][:, :, jc], "G_jj": G[:, jc][:, :, jc], "h_j": h[:, jc]}
+
+
+def _segment_effects(pm, pt, name: str, base, spread: float, free_mask: np.ndarray, n_seg: int, dims: tuple):
     """Per-segment effects of a categorical covariate's levels, pooled around ``base`` with a fixed spread.
 
-    A level that (almost) never varies within customers (``within`` share below ``MUNDLAK_MIN_WITHIN``)
+    A level that (almost) never varies within customers (``free_mask`` False: ``DelayData.free_levels``)
     is a customer habit: its effect is a between-customer comparison, and five segment-specific
     versions of it were barely identified (R-hat 1.014, ESS 418 for the billing channel on a
     100-customer ledger). Such a level gets one effect shared by every segment.
     """
-    free = np.flatnonzero(within >= MUNDLAK_MIN_WITHIN)
-    if len(free) == len(within):
+    free = np.flatnonzero(free_mask)
+    if len(free) == len(free_mask):
         return pm.Normal(name, base[None, :], spread, dims=dims)
-    out = pt.zeros((n_seg, len(within))) + base[None, :]
+    out = pt.zeros((n_seg, len(free_mask))) + base[None, :]
     if len(free):
         out = pt.set_subtensor(out[:, free], pm.Normal(f"{name}_free", base[free][None, :], spread,
                                                        shape=(n_seg, len(free))))
@@ -362,14 +387,13 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         beta_disp = pm.Normal("beta_disp", 0.3, 0.5)
         # payment method and billing channel: a population effect per level, each segment's effect pooled
         # around it with a fixed spread; a level that never varies within customers gets one shared effect
+        mfree, chfree = d.free_levels()
         beta_method_0 = pm.Normal("beta_method_0", 0.0, 0.3, dims="method")
-        M = len(d.methods)
-        beta_method = _segment_effects(pm, pt, "beta_method", beta_method_0, SEGMENT_SPREAD["method"],
-                                       d.within_share[3:3 + M], len(d.segments), ("segment", "method"))
+        beta_method = _segment_effects(pm, pt, "beta_method", beta_method_0, SEGMENT_SPREAD["method"], mfree,
+                                       len(d.segments), ("segment", "method"))
         beta_channel_0 = pm.Normal("beta_channel_0", 0.0, 0.3, dims="channel")
-        beta_channel = _segment_effects(pm, pt, "beta_channel", beta_channel_0, SEGMENT_SPREAD["channel"],
-                                        d.within_share[3 + M:3 + M + len(d.channels)], len(d.segments),
-                                        ("segment", "channel"))
+        beta_channel = _segment_effects(pm, pt, "beta_channel", beta_channel_0, SEGMENT_SPREAD["channel"], chfree,
+                                        len(d.segments), ("segment", "channel"))
         season_a = pm.Normal("season_a", 0.0, 0.2, dims="segment")
         season_b = pm.Normal("season_b", 0.0, 0.2, dims="segment")
         elig = np.flatnonzero(d.season_eligible)
@@ -385,8 +409,8 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         # intercept, season cos, sin). Each likelihood term below is written on that split (small dense
         # products; no customer x covariate x covariate temporaries), which is what makes a gradient cheap.
         K = d.G.shape[1]
-        js, jc = np.arange(1, K - 2), np.array([0, K - 2, K - 1])
-        onehot = np.eye(len(d.segments))[seg]  # (C, S)
+        st = segment_sufficient_stats(d)
+        js, jc, onehot = st["js"], st["jc"], st["onehot"]  # onehot: (C, S)
         B = pt.stack([beta_terms * ones_s, beta_disc, beta_disp * ones_s]
                      + [beta_method[:, j] for j in range(len(d.methods))]
                      + [beta_channel[:, j] for j in range(len(d.channels))], axis=1)  # (S, K-3)
@@ -424,16 +448,12 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
             # exact Gaussian log-likelihood from the sufficient statistics (n, X'X, X'y, y'y) per customer:
             # sum_c [y'y - 2 b'X'y + b'X'X b] split into its segment part (B'GB summed over the segment's
             # customers) and its customer part (cross terms with E, and E'G E)
-            G, h = d.G, d.h
-            G_ss = np.einsum("cs,ckl->skl", onehot, G[:, js][:, :, js])  # (S, K-3, K-3)
-            h_s = onehot.T @ h[:, js]
-            seg_ss = (onehot.T @ d.q - 2 * (B * h_s).sum(axis=1)
-                      + (B[:, :, None] * G_ss * B[:, None, :]).sum(axis=(1, 2)))
-            G_sj, G_jj, h_j = G[:, js][:, :, jc], G[:, jc][:, :, jc], h[:, jc]
-            cross = (pt.dot((G_sj * E[:, None, :]).sum(axis=2), B.T) * onehot).sum(axis=1)
-            cust_ss = -2 * (E * h_j).sum(axis=1) + 2 * cross + (E[:, :, None] * G_jj * E[:, None, :]).sum(axis=(1, 2))
-            n_s = onehot.T @ d.n
-            pm.Potential("paid_loglik", (-n_s * log_sig - seg_ss / (2 * sigma2)).sum()
+            seg_ss = (st["q_s"] - 2 * (B * st["h_s"]).sum(axis=1)
+                      + (B[:, :, None] * st["G_ss"] * B[:, None, :]).sum(axis=(1, 2)))
+            cross = (pt.dot((st["G_sj"] * E[:, None, :]).sum(axis=2), B.T) * onehot).sum(axis=1)
+            cust_ss = (-2 * (E * st["h_j"]).sum(axis=1) + 2 * cross
+                       + (E[:, :, None] * st["G_jj"] * E[:, None, :]).sum(axis=(1, 2)))
+            pm.Potential("paid_loglik", (-st["n_s"] * log_sig - seg_ss / (2 * sigma2)).sum()
                          - (cust_ss / (2 * sigma2[seg])).sum())
         if len(d.cens_cust):
             mu_c = mu_rows(d.Xc, d.cens_cust)
@@ -488,15 +508,13 @@ def add_deterministics(post: xr.Dataset, d: DelayData, min_centred: int = CENTRE
 
     out = {}
     levels = {}
-    for name, lv in (("beta_method", d.methods), ("beta_channel", d.channels)):
+    for name, free in zip(("beta_method", "beta_channel"), d.free_levels(), strict=True):
         if name in post:
             levels[name] = fl(name)
             continue
         base = fl(f"{name}_0")  # (N, levels)
         full = np.repeat(base[:, None, :], S, axis=1)
         if f"{name}_free" in post:
-            off = 3 + (0 if name == "beta_method" else len(d.methods))
-            free = np.flatnonzero(d.within_share[off:off + len(lv)] >= MUNDLAK_MIN_WITHIN)
             full[:, :, free] = fl(f"{name}_free")
         levels[name] = full
         out[name] = (("chain", "draw", "segment", name.split("_")[1]), unflat(full))
@@ -652,7 +670,8 @@ def _code_digest() -> str:
     import inspect
 
     src = "".join(inspect.getsource(f) for f in (prepare_delay_data, _cells, design_matrix, _slope_columns, _coefs,
-                                                 _mixed_normal, _segment_effects, mundlak_design, build_delay_model,
+                                                 _mixed_normal, _segment_effects, mundlak_design, segment_sufficient_stats,
+                                                 build_delay_model,
                                                  add_deterministics))
     # the sampler's kernel, read as text: importing it would load its compiled code in every notebook
     src += (Path(__file__).parent / "delay_grad.py").read_text()

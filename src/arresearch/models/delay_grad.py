@@ -233,17 +233,21 @@ def _cells_back(dmu, XT, cc, sptr, dE, dB):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _normal(x, mu, sd):
-    z = (x - mu) / sd
-    return -HALF_LOG_2PI - math.log(sd) - 0.5 * z * z, -z / sd  # logp, d/dx (= -d/dmu)
+def _normal(x, grad, i, mu, sd, parent=-1):
+    """log Normal(x[i] | mu, sd); adds d/dx[i] to grad[i] and, when the mean is the parameter x[parent], d/dx[parent]."""
+    z = (x[i] - mu) / sd
+    grad[i] -= z / sd
+    if parent >= 0:
+        grad[parent] += z / sd
+    return -HALF_LOG_2PI - math.log(sd) - 0.5 * z * z
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _halfnormal_log(v, sd):
-    """HalfNormal(sd) on x = exp(v), Jacobian included: logp and d/dv."""
-    x = math.exp(v)
-    z = x / sd
-    return HALFNORMAL_CONST - math.log(sd) - 0.5 * z * z + v, 1.0 - z * z
+def _halfnormal_log(x, grad, i, sd):
+    """log HalfNormal(exp(x[i]) | sd), Jacobian included; adds d/dx[i] to grad[i]."""
+    z = math.exp(x[i]) / sd
+    grad[i] += 1.0 - z * z
+    return HALFNORMAL_CONST - math.log(sd) - 0.5 * z * z + x[i]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -395,18 +399,10 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
 
     # ---------------- discount take-up
     if off[K0] >= 0:
-        k0 = x[off[K0]]
-        t_lp, g = _normal(k0, -1.0, 1.5)
-        lp += t_lp
-        grad[off[K0]] += g
+        lp += _normal(x, grad, off[K0], -1.0, 1.5)
         for s in range(S):
-            t_lp, g = _normal(x[off[KSEG] + s], k0, 1.0)
-            lp += t_lp
-            grad[off[KSEG] + s] += g
-            grad[off[K0]] -= g
-        t_lp, g = _halfnormal_log(x[off[TAUV]], 1.0)
-        lp += t_lp
-        grad[off[TAUV]] += g
+            lp += _normal(x, grad, off[KSEG] + s, x[off[K0]], 1.0, off[K0])
+        lp += _halfnormal_log(x, grad, off[TAUV], 1.0)
         tau_v = math.exp(x[off[TAUV]])
         n_off = ocust.shape[0]
         log_p = np.empty(n_off)
@@ -520,59 +516,36 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
             dtau_s += dcos[c] * x[i0] + dsin[c] * x[i0 + 1]
 
     # ---------------- priors and the rest of the chain
-    a0 = x[off[A0]]
-    t_lp, g = _normal(a0, 0.2, 0.5)
-    lp += t_lp
-    grad[off[A0]] += g
+    lp += _normal(x, grad, off[A0], 0.2, 0.5)
     for s in range(S):
-        t_lp, g = _normal(x[off[ALPHA] + s], a0, 0.3)
-        lp += t_lp
-        grad[off[ALPHA] + s] += g
-        grad[off[A0]] -= g
-        t_lp, g = _halfnormal_log(x[off[TAU] + s], 0.3)
-        lp += t_lp
-        grad[off[TAU] + s] += g + dlt[s]
-        t_lp, g = _halfnormal_log(x[off[SIGMA] + s], 0.5)
-        lp += t_lp
-        grad[off[SIGMA] + s] += g + dls[s]
-        t_lp, g = _normal(sa[s], 0.0, 0.2)
-        lp += t_lp
-        grad[off[SA] + s] += g + dsa[s]
-        t_lp, g = _normal(sb[s], 0.0, 0.2)
-        lp += t_lp
-        grad[off[SB] + s] += g + dsb[s]
+        lp += _normal(x, grad, off[ALPHA] + s, x[off[A0]], 0.3, off[A0])
+        lp += _halfnormal_log(x, grad, off[TAU] + s, 0.3)
+        grad[off[TAU] + s] += dlt[s]
+        lp += _halfnormal_log(x, grad, off[SIGMA] + s, 0.5)
+        grad[off[SIGMA] + s] += dls[s]
+        lp += _normal(x, grad, off[SA] + s, 0.0, 0.2)
+        grad[off[SA] + s] += dsa[s]
+        lp += _normal(x, grad, off[SB] + s, 0.0, 0.2)
+        grad[off[SB] + s] += dsb[s]
     if off[TAUS] >= 0:
-        t_lp, g = _halfnormal_log(x[off[TAUS]], 0.2)
-        lp += t_lp
-        grad[off[TAUS]] += g + dtau_s * tau_s
+        lp += _halfnormal_log(x, grad, off[TAUS], 0.2)
+        grad[off[TAUS]] += dtau_s * tau_s
         za = np.empty(2 * n_elig)
         for i in range(2 * n_elig):
             za[i], g, _ = _student(x[off[SZ] + i], 0.0, 1.0)
             grad[off[SZ] + i] += g
         lp += 2 * n_elig * T_CONST - 0.5 * (NU + 1) * _sum_log(za)
     for j in range(L):
-        t_lp, g = _normal(x[off[MUND] + j], 0.0, 0.5)
-        lp += t_lp
-        grad[off[MUND] + j] += g
+        lp += _normal(x, grad, off[MUND] + j, 0.0, 0.5)
     # slopes: the B matrix maps back onto its parameters
     for s in range(S):
         for p in range(P):
             grad[bidx[p] + s * bstride[p]] += dB[s, p]
-    t_lp, g = _normal(x[off[BTERMS]], 0.8, 0.5)
-    lp += t_lp
-    grad[off[BTERMS]] += g
-    t_lp, g = _normal(x[off[DISP]], 0.3, 0.5)
-    lp += t_lp
-    grad[off[DISP]] += g
-    d0 = x[off[DISC0]]
-    t_lp, g = _normal(d0, 0.0, 0.3)
-    lp += t_lp
-    grad[off[DISC0]] += g
+    lp += _normal(x, grad, off[BTERMS], 0.8, 0.5)
+    lp += _normal(x, grad, off[DISP], 0.3, 0.5)
+    lp += _normal(x, grad, off[DISC0], 0.0, 0.3)
     for s in range(S):
-        t_lp, g = _normal(x[off[DISC] + s], d0, 0.1)
-        lp += t_lp
-        grad[off[DISC] + s] += g
-        grad[off[DISC0]] -= g
+        lp += _normal(x, grad, off[DISC] + s, x[off[DISC0]], 0.1, off[DISC0])
     lp += _level_priors(x, grad, off[M0], off[MFULL], off[MFREE], mfree, S)
     lp += _level_priors(x, grad, off[CH0], off[CHFULL], off[CHFREE], chfree, S)
     return lp
@@ -586,9 +559,7 @@ def _level_priors(x, grad, o0, ofull, ofree, free, S):
         return lp
     n0 = free.shape[0]
     for j in range(n0):
-        t_lp, g = _normal(x[o0 + j], 0.0, 0.3)
-        lp += t_lp
-        grad[o0 + j] += g
+        lp += _normal(x, grad, o0 + j, 0.0, 0.3)
     if ofull >= 0:
         cols = np.arange(n0)
         o = ofull
@@ -600,10 +571,7 @@ def _level_priors(x, grad, o0, ofull, ofree, free, S):
     F = cols.shape[0]
     for s in range(S):
         for f in range(F):
-            t_lp, g = _normal(x[o + s * F + f], x[o0 + cols[f]], 0.1)
-            lp += t_lp
-            grad[o + s * F + f] += g
-            grad[o0 + cols[f]] -= g
+            lp += _normal(x, grad, o + s * F + f, x[o0 + cols[f]], 0.1, o0 + cols[f])
     return lp
 
 
@@ -649,7 +617,7 @@ def _f(a) -> np.ndarray:
 
 def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     """Parameter layout (taken from the PyMC ``model`` of ``d``) and the data arrays of :func:`logp_grad`."""
-    from .delay import MUNDLAK_MIN_WITHIN, mundlak_design
+    from .delay import mundlak_design, segment_sufficient_stats
 
     ip = model.initial_point()
     names = [v.name for v in model.value_vars]
@@ -668,10 +636,8 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     inv[perm] = np.arange(len(perm))
     seg = _i(d.cust_seg)
     C, K = d.G.shape[:2]
-    S, M, Ch = len(d.segments), len(d.methods), len(d.channels)
-    js, jc = np.arange(1, K - 2), np.array([0, K - 2, K - 1])
-    mfree = d.within_share[3:3 + M] >= MUNDLAK_MIN_WITHIN
-    chfree = d.within_share[3 + M:3 + M + Ch] >= MUNDLAK_MIN_WITHIN
+    S = len(d.segments)
+    mfree, chfree = d.free_levels()
 
     def level_map(free, full, part, base):
         idx, stride = [], []
@@ -690,7 +656,6 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     bidx = _i([offsets[BTERMS], offsets[DISC], offsets[DISP]] + mi + ci)
     bstride = _i([0, 1, 0] + ms + cs)
 
-    onehot = np.eye(S)[seg]
     mk = mundlak_design(d)
     elig = np.flatnonzero(d.season_eligible)
     eidx = np.full(C, -1)
@@ -699,14 +664,12 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     cent = np.where(big, np.cumsum(big) - 1, -1)
     small = np.where(~big, np.cumsum(~big) - 1, -1)
 
-    G, h = d.G, d.h
-    Gss = np.einsum("cs,ckl->skl", onehot, G[:, js][:, :, js])
-    Hs = onehot.T @ h[:, js]
+    st = segment_sufficient_stats(d)
     offered_c = np.flatnonzero(d.n_offered > 0) if d.hurdle else np.zeros(0, int)
     opos = np.full(C, -1)
     opos[offered_c] = np.arange(len(offered_c))
     nlate = (d.n_offered - d.n_taken)[offered_c]
-    win = d.win_cust if d.hurdle else np.zeros(0, int)
+    win = d.win_cust  # empty without the hurdle (prepare_delay_data)
     # cells sorted by segment, then customer: each segment's slopes multiply one contiguous run of
     # cells (vectorised), and consecutive cells share a customer's values
     def order(cust):
@@ -719,17 +682,14 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     def cols(X, o):  # design rows as columns, (K, n)
         return _f(X.reshape(-1, K)[o].T)
 
-    Gp, hp = G[perm], h[perm]
     args = (seg[perm], _i(np.searchsorted(seg[perm], np.arange(S + 1))), bidx, bstride, mfree, chfree,
             _f(d.xbar[perm].T), _f(mk[perm].T), _i(eidx[perm]), _i(cent[perm]), _i(small[perm]), len(elig),
-            _f(Gss), _f(Hs), _f(onehot.T @ d.q), _f(onehot.T @ d.n), _f(Gp[:, js][:, :, jc].transpose(1, 2, 0)),
-            _f(Gp[:, jc][:, :, jc].transpose(1, 2, 0)), _f(hp[:, jc].T),
+            _f(st["G_ss"]), _f(st["h_s"]), _f(st["q_s"]), _f(st["n_s"]), _f(st["G_sj"][perm].transpose(1, 2, 0)),
+            _f(st["G_jj"][perm].transpose(1, 2, 0)), _f(st["h_j"][perm].T),
             cols(d.Xc, co), _i(inv[d.cens_cust[co]]), cseg, csp, _f(d.cens_log_age[co]), _f(d.cens_w[co]),
             _i(opos[perm]), _i(inv[offered_c]), _f(nlate), cols(d.win_X, wo), _i(inv[win[wo]]), wseg, wsp,
-            _f(d.win_y[:len(win)][wo]), _f(d.win_log_d[:len(win)][wo]), _f(d.win_w[:len(win)][wo]))
-    rv_dims = {}
-    for v in model.free_RVs:
-        rv_dims[v.name] = tuple(model.named_vars_to_dims.get(v.name, ()) or ())
+            _f(d.win_y[wo]), _f(d.win_log_d[wo]), _f(d.win_w[wo]))
+    rv_dims = {v.name: tuple(model.named_vars_to_dims.get(v.name) or ()) for v in model.free_RVs}
     coords = {k: list(v) for k, v in model.coords.items()}
     initial = np.concatenate([np.asarray(ip[n], float).ravel() for n in names])
     return DelayLogp(names=names, shapes=shapes, offsets=offsets, args=args, initial=initial, rv_dims=rv_dims,
