@@ -80,6 +80,29 @@ def test_censored_and_window_terms_equal_per_invoice_sums(ledger_small):
     assert window == pytest.approx(np.log(dens).sum(), rel=1e-9)
 
 
+@pytest.mark.parametrize("hurdle", [True, False])
+def test_per_invoice_versions_are_the_same_model(ledger_small, hurdle):
+    """The benchmark's comparators (every invoice its own term, or only the paid ones) have the project's
+    log density up to a constant and the same gradient: the benchmark compares formulations, not models."""
+    d = prepare_delay_data(ledger_small, hurdle=hurdle)
+    models = {k: build_delay_model(d, per_invoice=k) for k in (None, "paid", "all")}
+    ip = models[None].initial_point()
+    rng = np.random.default_rng(2)
+    p1, p2 = ({k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in ip.items()} for _ in range(2))
+    ref = None
+    for name, model in models.items():
+        logp = model.compile_logp(mode="FAST_COMPILE")
+        dlogp = model.compile_dlogp(mode="FAST_COMPILE")
+        got = (logp(p1) - logp(p2), dlogp(p1))
+        if ref is None:
+            ref = got
+            continue
+        assert got[0] == pytest.approx(ref[0], rel=1e-9), name
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-7, atol=1e-7 * np.abs(ref[1]).max(), err_msg=name)
+    with pytest.raises(ValueError, match="per_invoice"):
+        build_delay_model(d, per_invoice="yes")
+
+
 def test_logp_and_gradient_finite_at_initial_point(ledger_small):
     model = build_delay_model(prepare_delay_data(ledger_small))
     ip = model.initial_point()

@@ -355,13 +355,18 @@ def _segment_effects(pm, pt, name: str, base, spread: float, free_mask: np.ndarr
     return pm.Deterministic(name, out, dims=dims)
 
 
-def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per_invoice: bool = False):
+def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per_invoice: str | None = None):
     """The PyMC model (a ``pm.Model``) for prepared delay data.
 
-    ``per_invoice=True`` writes the paid invoices' likelihood the way one would first write
-    it, one Normal term per invoice, instead of the exact sufficient statistics; the
-    posterior is the same. Used by the benchmark only.
+    ``per_invoice`` writes the likelihood the way one would first write it, for the benchmark only
+    (the posterior is the same): ``"paid"`` gives each paid invoice its own Normal term instead of
+    the exact sufficient statistics and keeps the project's cells for the rest; ``"all"`` gives
+    every invoice its own term -- paid and open invoices one ``pm.Censored`` log-normal, each
+    offered invoice its own take-up term (log P(not taken), or the two-part mixture when paid
+    inside the window) -- as in PyMC's censored-data examples.
     """
+    if per_invoice not in (None, "paid", "all"):
+        raise ValueError(f"per_invoice must be None, 'paid' or 'all', got {per_invoice!r}")
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -440,11 +445,11 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
 
         b0 = pt.concatenate([E[:, :1], B[seg], E[:, 1:]], axis=1)  # (C, K) in design order, for tests and checks
         model.delay_coefs = b0
-        if per_invoice:
+        if per_invoice == "paid":
             rows = np.flatnonzero(~np.isnan(d.y) & ~(d.hurdle & d.taken))
             ci = d.inv_cust[rows]
             pm.Normal("paid_y", mu=(d.X[rows] * b0[ci]).sum(axis=1), sigma=sigma[seg[ci]], observed=d.y[rows])
-        else:
+        elif per_invoice is None:
             # exact Gaussian log-likelihood from the sufficient statistics (n, X'X, X'y, y'y) per customer:
             # sum_c [y'y - 2 b'X'y + b'X'X b] split into its segment part (B'GB summed over the segment's
             # customers) and its customer part (cross terms with E, and E'G E)
@@ -455,7 +460,7 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
                        + (E[:, :, None] * st["G_jj"] * E[:, None, :]).sum(axis=(1, 2)))
             pm.Potential("paid_loglik", (-st["n_s"] * log_sig - seg_ss / (2 * sigma2)).sum()
                          - (cust_ss / (2 * sigma2[seg])).sum())
-        if len(d.cens_cust):
+        if len(d.cens_cust) and per_invoice != "all":
             mu_c = mu_rows(d.Xc, d.cens_cust)
             # log P(T > age) = log(erfc(x) / 2), x = z / sqrt 2, written with the scaled erfcx (one special
             # function, stable for large x); x is floored at -20 where the survival is 1 to machine precision
@@ -470,24 +475,70 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
             if len(offered_c):
                 v = pm.Normal("takeup_z", 0.0, 1.0, shape=len(offered_c)) * tau_v
                 logit = k[seg][offered_c] + v  # offered customers only
-                log_p = -pm.math.log1pexp(-logit)  # log P(take), log P(not take); per customer, then gathered
-                log_q = log_p - logit
-                # offers not paid in the window: not taken
-                n_late = d.n_offered - d.n_taken
-                pm.Potential("not_taken", (n_late[offered_c] * log_q).sum())
-                if len(d.win_cust):
-                    # paid inside the window: taken (uniform day in the window; density e^y / D on the
-                    # y scale) or not taken and early anyway (the log-normal) -- a two-part mixture
-                    pos = np.searchsorted(offered_c, d.win_cust)
-                    mu_w = mu_rows(d.win_X, d.win_cust)
-                    sw = seg[d.win_cust]
-                    lp_take = log_p[pos] + (d.win_y - d.win_log_d)
-                    lp_not = (log_q[pos] - 0.5 * np.log(2 * np.pi) - log_sig[sw]
-                              - 0.5 * ((d.win_y - mu_w) / sigma[sw]) ** 2)
-                    hi = pt.maximum(lp_take, lp_not)
-                    mix = hi + pt.log1p(pt.exp(-pt.abs(lp_take - lp_not)))
-                    pm.Potential("paid_in_window", (d.win_w * mix).sum())
+                if per_invoice != "all":  # per_invoice="all" writes these terms invoice by invoice below
+                    log_p = -pm.math.log1pexp(-logit)  # log P(take), log P(not take); per customer, then gathered
+                    log_q = log_p - logit
+                    # offers not paid in the window: not taken
+                    n_late = d.n_offered - d.n_taken
+                    pm.Potential("not_taken", (n_late[offered_c] * log_q).sum())
+                    if len(d.win_cust):
+                        # paid inside the window: taken (uniform day in the window; density e^y / D on the
+                        # y scale) or not taken and early anyway (the log-normal) -- a two-part mixture
+                        pos = np.searchsorted(offered_c, d.win_cust)
+                        mu_w = mu_rows(d.win_X, d.win_cust)
+                        sw = seg[d.win_cust]
+                        lp_take = log_p[pos] + (d.win_y - d.win_log_d)
+                        lp_not = (log_q[pos] - 0.5 * np.log(2 * np.pi) - log_sig[sw]
+                                  - 0.5 * ((d.win_y - mu_w) / sigma[sw]) ** 2)
+                        hi = pt.maximum(lp_take, lp_not)
+                        mix = hi + pt.log1p(pt.exp(-pt.abs(lp_take - lp_not)))
+                        pm.Potential("paid_in_window", (d.win_w * mix).sum())
+        if per_invoice == "all":
+            _per_invoice_likelihood(pm, pt, d, b0, sigma, model)
     return model
+
+
+def _per_invoice_likelihood(pm, pt, d: DelayData, b0, sigma, model) -> None:
+    """Every invoice its own likelihood term (``build_delay_model(per_invoice="all")``, benchmark only).
+
+    The same terms as the project's likelihood, invoice by invoice: a paid invoice outside the take-up
+    mixture contributes its log-normal density, an open one log P(T > age) (one ``pm.Censored``
+    over both), an offered invoice not paid inside its window log P(not taken), and one paid inside
+    it the two-part mixture.
+    """
+    seg = d.cust_seg
+    led = d.ledger
+    age = led["age_days"].to_numpy(float)
+    is_open = led["is_open"].to_numpy(bool)
+    # the same invoices as prepare_delay_data's terms
+    cens = is_open & (age >= 1) & ~d.stopped[d.inv_cust]
+    if d.hurdle:
+        cens &= ~(d.offered & (age <= d.discount_days))
+    paid = ~np.isnan(d.y) & ~(d.hurdle & d.taken)
+    rows = np.flatnonzero(paid | cens)
+    ci = d.inv_cust[rows]
+    upper = np.where(paid[rows], np.inf, np.log(np.clip(age[rows], 1, None)))
+    observed = np.where(paid[rows], d.y[rows], upper)
+    mu = (d.X[rows] * b0[ci]).sum(axis=1)
+    pm.Censored("log_days", pm.Normal.dist(mu, sigma[seg[ci]]), lower=None, upper=upper, observed=observed)
+    if not d.hurdle:
+        return
+    offered_c = np.flatnonzero(d.n_offered > 0)
+    if not len(offered_c):
+        return
+    logit = model["takeup_seg"][seg]
+    logit = pt.set_subtensor(logit[offered_c], logit[offered_c] + model["takeup_z"] * model["tau_takeup"])
+    disputed = led["disputed"].to_numpy(bool)
+    late = d.offered & ~disputed & (~is_open | (age > d.discount_days)) & ~d.taken
+    pm.Potential("not_taken", -pm.math.log1pexp(logit[d.inv_cust[late]]))
+    w = np.flatnonzero(d.taken)
+    if len(w):
+        cw = d.inv_cust[w]
+        mu_w = (d.X[w] * b0[cw]).sum(axis=1)
+        lp_take = -pm.math.log1pexp(-logit[cw]) + d.y[w] - np.log(np.clip(d.discount_days[w], 1, None))
+        lp_not = (-pm.math.log1pexp(logit[cw])
+                  + pm.logp(pm.Normal.dist(mu_w, sigma[seg[cw]]), d.y[w]))
+        pm.Potential("paid_in_window", pm.math.logaddexp(lp_take, lp_not))
 
 
 def add_deterministics(post: xr.Dataset, d: DelayData, min_centred: int = CENTRED_MIN_INVOICES) -> xr.Dataset:
