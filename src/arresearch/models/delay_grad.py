@@ -196,11 +196,11 @@ def _cells_mu(E, B, XT, cc, sptr, mu):
     """Linear predictor of cells: ``XT`` (K, n) holds their design rows as columns, sorted by segment
     (``sptr`` delimits each segment's run) so that each slope multiplies one contiguous run."""
     K = XT.shape[0]
-    x0, xc, xs = XT[0], XT[K - 2], XT[K - 1]
+    xc, xs = XT[K - 2], XT[K - 1]
     e0, ec, es = E[0], E[1], E[2]
     for i in range(cc.shape[0]):
         c = cc[i]
-        mu[i] = e0[c] * x0[i] + ec[c] * xc[i] + es[c] * xs[i]
+        mu[i] = e0[c] + ec[c] * xc[i] + es[c] * xs[i]  # x0, the intercept column, is 1
     for s in range(sptr.shape[0] - 1):
         a, z = sptr[s], sptr[s + 1]
         m = mu[a:z]
@@ -213,14 +213,27 @@ def _cells_mu(E, B, XT, cc, sptr, mu):
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _cells_back(dmu, XT, cc, sptr, dE, dB):
-    """Adds d/dE and d/dB of sum_i f_i(mu_i), given dmu_i = f_i'(mu_i)."""
+    """Adds d/dE and d/dB of sum_i f_i(mu_i), given dmu_i = f_i'(mu_i).
+
+    Cells are sorted by customer within segment: each customer's run is summed in registers
+    before it is added to ``dE`` (adding cell by cell chains every addition through memory)."""
     K = XT.shape[0]
-    x0, xc, xs = XT[0], XT[K - 2], XT[K - 1]
-    for i in range(cc.shape[0]):
+    xc, xs = XT[K - 2], XT[K - 1]  # XT[0], the intercept column, is 1
+    n = cc.shape[0]
+    i = 0
+    while i < n:
         c = cc[i]
-        dE[0, c] += dmu[i] * x0[i]
-        dE[1, c] += dmu[i] * xc[i]
-        dE[2, c] += dmu[i] * xs[i]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        while i < n and cc[i] == c:
+            a0 += dmu[i]
+            a1 += dmu[i] * xc[i]
+            a2 += dmu[i] * xs[i]
+            i += 1
+        dE[0, c] += a0
+        dE[1, c] += a1
+        dE[2, c] += a2
     for s in range(sptr.shape[0] - 1):
         a, z = sptr[s], sptr[s + 1]
         dm = dmu[a:z]
@@ -269,7 +282,7 @@ def _sum_log(a):
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "contract"})
 def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT, eidx, cent, small, n_elig,
-              Gss, Hs, Qs, Ns, GjsT, GjjT, hjT, Xc, cc, cseg, csp, cla, cw, opos, ocust, nlate, Xw, wc, wseg, wsp,
+              Gss, Hs, Qs, Ns, GjsT, GjjT, hjT, Xc, cc, cseg, csp, cla, cw, wpos, ocust, nlate, Xw, wc, wseg, wsp,
               wy, wld, ww):
     """Log density at the unconstrained point ``x``; its gradient is written into ``grad``.
 
@@ -382,19 +395,26 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
     mu = np.empty(nc)
     _cells_mu(ET, B, Xc, cc, csp, mu)
     xs = np.empty(nc)
-    for i in range(nc):
-        xs[i] = max((cla[i] - mu[i]) * isig2[cseg[i]], -20.0)  # floored as in the model: survival 1 there
+    for s in range(S):  # per segment: sigma fixed, sums in registers
+        g = isig2[s]
+        for i in range(csp[s], csp[s + 1]):
+            xs[i] = max((cla[i] - mu[i]) * g, -20.0)  # floored as in the model: survival 1 there
     lerfc = np.empty(nc)
     dlerfc = np.empty(nc)
     vlog_erfc(xs, lerfc, dlerfc)
     dmu = np.empty(nc)
-    for i in range(nc):
-        s = cseg[i]
-        lp += cw[i] * (lerfc[i] - LOG2)
-        # d/dx, zero where x was floored
-        dx = cw[i] * dlerfc[i] if xs[i] > -20.0 else 0.0
-        dmu[i] = -dx * isig2[s]
-        dls[s] += -dx * xs[i]
+    for s in range(S):
+        g = isig2[s]
+        acc_lp = 0.0
+        acc_ls = 0.0
+        for i in range(csp[s], csp[s + 1]):
+            acc_lp += cw[i] * lerfc[i]
+            dx = cw[i] * dlerfc[i] if xs[i] > -20.0 else 0.0  # d/dx, zero where x was floored
+            dmu[i] = -dx * g
+            acc_ls -= dx * xs[i]
+        lp += acc_lp
+        dls[s] += acc_ls
+    lp -= LOG2 * cw.sum()
     _cells_back(dmu, Xc, cc, csp, dE, dB)
 
     # ---------------- discount take-up
@@ -429,42 +449,59 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
             pr[o] = (1.0 if pos else t) / (1.0 + t)
             lp += nlate[o] * log_q[o]
             dlogit[o] += -nlate[o] * pr[o]  # d log q / d logit = -p
-        # paid inside the window: three passes, so that exp and log1p run over whole arrays
+        # paid inside the window: three passes, so that exp and log1p run over whole arrays; cells are
+        # sorted by segment then customer (wpos: the cell's offered customer)
         nw = wc.shape[0]
         wz = np.empty(nw)
         wa = np.empty(nw)  # -|lp_take - lp_not|
         whi = np.empty(nw)  # max(lp_take, lp_not)
-        wtk = np.empty(nw, dtype=np.bool_)  # lp_take is the larger
+        wd = np.empty(nw)  # lp_take - lp_not
         mu = np.empty(nw)
         _cells_mu(ET, B, Xw, wc, wsp, mu)
-        for i in range(nw):
-            s = wseg[i]
-            o = opos[wc[i]]
-            z = (wy[i] - mu[i]) * isig[s]
-            lp_take = log_p[o] + wy[i] - wld[i]
-            lp_not = log_q[o] - HALF_LOG_2PI - x[off[SIGMA] + s] - 0.5 * z * z
-            wz[i] = z
-            wa[i] = -abs(lp_take - lp_not)
-            whi[i] = max(lp_take, lp_not)
-            wtk[i] = lp_take > lp_not
+        for s in range(S):
+            g = isig[s]
+            cn = -HALF_LOG_2PI - x[off[SIGMA] + s]
+            for i in range(wsp[s], wsp[s + 1]):
+                o = wpos[i]
+                z = (wy[i] - mu[i]) * g
+                lp_take = log_p[o] + wy[i] - wld[i]
+                lp_not = log_q[o] + cn - 0.5 * z * z
+                wz[i] = z
+                wd[i] = lp_take - lp_not
+                wa[i] = -abs(lp_take - lp_not)
+                whi[i] = max(lp_take, lp_not)
         wt = np.empty(nw)
         vexp(wa, wt)
         wl = np.empty(nw)
         vlog1p_unit(wt, wl)
         dmu = np.empty(nw)
-        for i in range(nw):
-            s = wseg[i]
-            o = opos[wc[i]]
-            # log(e^a + e^b) and the weight e^a / (e^a + e^b)
-            t = wt[i]
-            lp += ww[i] * (whi[i] + wl[i])
-            r_take = (1.0 if wtk[i] else t) / (1.0 + t)
-            r_not = 1.0 - r_take
-            z = wz[i]
-            # d/dlogit: r_take * (1 - p) + r_not * (-p)
-            dlogit[o] += ww[i] * (r_take - pr[o])
-            dmu[i] = ww[i] * r_not * z * isig[s]
-            dls[s] += ww[i] * r_not * (z * z - 1.0)
+        rtk = np.empty(nw)  # ww * P(taken | paid on that day): the cell's d/dlogit is rtk - ww * p
+        for s in range(S):
+            g = isig[s]
+            acc_lp = 0.0
+            acc_ls = 0.0
+            for i in range(wsp[s], wsp[s + 1]):
+                # log(e^a + e^b) and the weight e^a / (e^a + e^b)
+                t = wt[i]
+                acc_lp += ww[i] * (whi[i] + wl[i])
+                r_take = (1.0 if wd[i] > 0 else t) / (1.0 + t)
+                r_not = 1.0 - r_take
+                z = wz[i]
+                rtk[i] = ww[i] * r_take
+                dmu[i] = ww[i] * r_not * z * g
+                acc_ls += ww[i] * r_not * (z * z - 1.0)
+            lp += acc_lp
+            dls[s] += acc_ls
+        i = 0
+        while i < nw:  # d/dlogit: r_take (1 - p) + r_not (-p) = r_take - p, summed over the customer's cells
+            o = wpos[i]
+            acc = 0.0
+            acc_w = 0.0
+            while i < nw and wpos[i] == o:
+                acc += rtk[i]
+                acc_w += ww[i]
+                i += 1
+            dlogit[o] += acc - acc_w * pr[o]
         _cells_back(dmu, Xw, wc, wsp, dE, dB)
         for o in range(n_off):
             grad[off[KSEG] + seg[ocust[o]]] += dlogit[o]
@@ -666,7 +703,7 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
 
     st = segment_sufficient_stats(d)
     offered_c = np.flatnonzero(d.n_offered > 0) if d.hurdle else np.zeros(0, int)
-    opos = np.full(C, -1)
+    opos = np.full(C, -1)  # a customer's position among the offered ones
     opos[offered_c] = np.arange(len(offered_c))
     nlate = (d.n_offered - d.n_taken)[offered_c]
     win = d.win_cust  # empty without the hurdle (prepare_delay_data)
@@ -687,7 +724,7 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
             _f(st["G_ss"]), _f(st["h_s"]), _f(st["q_s"]), _f(st["n_s"]), _f(st["G_sj"][perm].transpose(1, 2, 0)),
             _f(st["G_jj"][perm].transpose(1, 2, 0)), _f(st["h_j"][perm].T),
             cols(d.Xc, co), _i(inv[d.cens_cust[co]]), cseg, csp, _f(d.cens_log_age[co]), _f(d.cens_w[co]),
-            _i(opos[perm]), _i(inv[offered_c]), _f(nlate), cols(d.win_X, wo), _i(inv[win[wo]]), wseg, wsp,
+            _i(opos[win[wo]]), _i(inv[offered_c]), _f(nlate), cols(d.win_X, wo), _i(inv[win[wo]]), wseg, wsp,
             _f(d.win_y[wo]), _f(d.win_log_d[wo]), _f(d.win_w[wo]))
     rv_dims = {v.name: tuple(model.named_vars_to_dims.get(v.name) or ()) for v in model.free_RVs}
     coords = {k: list(v) for k, v in model.coords.items()}
