@@ -198,9 +198,14 @@ def _cells_mu(E, B, XT, cc, sptr, mu):
     K = XT.shape[0]
     xc, xs = XT[K - 2], XT[K - 1]
     e0, ec, es = E[0], E[1], E[2]
-    for i in range(cc.shape[0]):
+    n = cc.shape[0]
+    i = 0
+    while i < n:  # cells are sorted by customer within segment: one customer's run at a time
         c = cc[i]
-        mu[i] = e0[c] + ec[c] * xc[i] + es[c] * xs[i]  # x0, the intercept column, is 1
+        a0, a1, a2 = e0[c], ec[c], es[c]
+        while i < n and cc[i] == c:
+            mu[i] = a0 + a1 * xc[i] + a2 * xs[i]  # XT[0], the intercept column, is 1
+            i += 1
     for s in range(sptr.shape[0] - 1):
         a, z = sptr[s], sptr[s + 1]
         m = mu[a:z]
@@ -215,8 +220,10 @@ def _cells_mu(E, B, XT, cc, sptr, mu):
 def _cells_back(dmu, XT, cc, sptr, dE, dB):
     """Adds d/dE and d/dB of sum_i f_i(mu_i), given dmu_i = f_i'(mu_i).
 
-    Cells are sorted by customer within segment: each customer's run is summed in registers
-    before it is added to ``dE`` (adding cell by cell chains every addition through memory)."""
+    Cells are sorted by customer within segment: each customer's run is summed in registers before
+    it is added to ``dE``. Measured on the demo's window cells: 3.9 us, against 9.4 for adding cell
+    by cell (each addition then waits on the one before, through memory) and 7.8 for that with the
+    cells ordered so that neighbours belong to different customers."""
     K = XT.shape[0]
     xc, xs = XT[K - 2], XT[K - 1]  # XT[0], the intercept column, is 1
     n = cc.shape[0]
@@ -238,11 +245,59 @@ def _cells_back(dmu, XT, cc, sptr, dE, dB):
         a, z = sptr[s], sptr[s + 1]
         dm = dmu[a:z]
         for p in range(K - 3):
-            row = XT[1 + p, a:z]
-            acc = 0.0
-            for i in range(z - a):
-                acc += dm[i] * row[i]
-            dB[s, p] += acc
+            dB[s, p] += _dot(dm, XT[1 + p, a:z])
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, inline="always")
+def _censored_x(cla, mu, g, xs):
+    for i in range(xs.shape[0]):
+        xs[i] = max((cla[i] - mu[i]) * g, -20.0)  # floored as in the model: survival 1 there
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, inline="always")
+def _censored_back(cw, lerfc, dlerfc, xs, g, dmu):
+    """One segment's censored cells: (sum of log erfc terms, d/dlog sigma); d/dmu into ``dmu``."""
+    acc_lp = 0.0
+    acc_ls = 0.0
+    for i in range(xs.shape[0]):
+        acc_lp += cw[i] * lerfc[i]
+        dx = cw[i] * dlerfc[i] if xs[i] > -20.0 else 0.0  # d/dx, zero where x was floored
+        dmu[i] = -dx * g
+        acc_ls -= dx * xs[i]
+    return acc_lp, acc_ls
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, inline="always")
+def _window_terms(wpos, wy, wld, mu, log_p, log_q, g, cn, wz, wd, wa, whi):
+    """One segment's window cells: z, lp_take - lp_not, -|lp_take - lp_not|, max(lp_take, lp_not)."""
+    for i in range(wy.shape[0]):
+        o = wpos[i]
+        z = (wy[i] - mu[i]) * g
+        lp_take = log_p[o] + wy[i] - wld[i]
+        lp_not = log_q[o] + cn - 0.5 * z * z
+        wz[i] = z
+        wd[i] = lp_take - lp_not
+        wa[i] = -abs(lp_take - lp_not)
+        whi[i] = max(lp_take, lp_not)
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, inline="always")
+def _window_back(ww, wt, wl, whi, wd, wz, g, rtk, dmu):
+    """One segment's window cells: (sum of the mixtures' logs, d/dlog sigma); d/dmu into ``dmu`` and
+    ww * P(taken | paid on that day) into ``rtk``."""
+    acc_lp = 0.0
+    acc_ls = 0.0
+    for i in range(ww.shape[0]):
+        # log(e^a + e^b) = max + log1p(e^-|a - b|), and the weight e^a / (e^a + e^b)
+        t = wt[i]
+        acc_lp += ww[i] * (whi[i] + wl[i])
+        r_take = (1.0 if wd[i] > 0 else t) / (1.0 + t)
+        r_not = 1.0 - r_take
+        z = wz[i]
+        rtk[i] = ww[i] * r_take
+        dmu[i] = ww[i] * r_not * z * g
+        acc_ls += ww[i] * r_not * (z * z - 1.0)
+    return acc_lp, acc_ls
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -282,7 +337,7 @@ def _sum_log(a):
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "contract"})
 def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT, eidx, cent, small, n_elig,
-              Gss, Hs, Qs, Ns, GjsT, GjjT, hjT, Xc, cc, cseg, csp, cla, cw, wpos, ocust, nlate, Xw, wc, wseg, wsp,
+              Gss, Hs, Qs, Ns, GjsT, GjjT, hjT, Xc, cc, csp, cla, cw, wpos, ocust, nlate, Xw, wc, wsp,
               wy, wld, ww):
     """Log density at the unconstrained point ``x``; its gradient is written into ``grad``.
 
@@ -391,27 +446,20 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
             dB[s, p] += -dBs[p] / (2.0 * v)
 
     # ---------------- open invoices, right-censored: log P(T > age)
-    nc = cc.shape[0]
+    nc = cla.shape[0]
     mu = np.empty(nc)
     _cells_mu(ET, B, Xc, cc, csp, mu)
     xs = np.empty(nc)
-    for s in range(S):  # per segment: sigma fixed, sums in registers
-        g = isig2[s]
-        for i in range(csp[s], csp[s + 1]):
-            xs[i] = max((cla[i] - mu[i]) * g, -20.0)  # floored as in the model: survival 1 there
+    for s in range(S):  # per segment (sigma fixed), on views indexed from 0: the loops vectorise
+        a, z = csp[s], csp[s + 1]
+        _censored_x(cla[a:z], mu[a:z], isig2[s], xs[a:z])
     lerfc = np.empty(nc)
     dlerfc = np.empty(nc)
     vlog_erfc(xs, lerfc, dlerfc)
     dmu = np.empty(nc)
     for s in range(S):
-        g = isig2[s]
-        acc_lp = 0.0
-        acc_ls = 0.0
-        for i in range(csp[s], csp[s + 1]):
-            acc_lp += cw[i] * lerfc[i]
-            dx = cw[i] * dlerfc[i] if xs[i] > -20.0 else 0.0  # d/dx, zero where x was floored
-            dmu[i] = -dx * g
-            acc_ls -= dx * xs[i]
+        a, z = csp[s], csp[s + 1]
+        acc_lp, acc_ls = _censored_back(cw[a:z], lerfc[a:z], dlerfc[a:z], xs[a:z], isig2[s], dmu[a:z])
         lp += acc_lp
         dls[s] += acc_ls
     lp -= LOG2 * cw.sum()
@@ -451,7 +499,7 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
             dlogit[o] += -nlate[o] * pr[o]  # d log q / d logit = -p
         # paid inside the window: three passes, so that exp and log1p run over whole arrays; cells are
         # sorted by segment then customer (wpos: the cell's offered customer)
-        nw = wc.shape[0]
+        nw = wy.shape[0]
         wz = np.empty(nw)
         wa = np.empty(nw)  # -|lp_take - lp_not|
         whi = np.empty(nw)  # max(lp_take, lp_not)
@@ -459,17 +507,9 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
         mu = np.empty(nw)
         _cells_mu(ET, B, Xw, wc, wsp, mu)
         for s in range(S):
-            g = isig[s]
-            cn = -HALF_LOG_2PI - x[off[SIGMA] + s]
-            for i in range(wsp[s], wsp[s + 1]):
-                o = wpos[i]
-                z = (wy[i] - mu[i]) * g
-                lp_take = log_p[o] + wy[i] - wld[i]
-                lp_not = log_q[o] + cn - 0.5 * z * z
-                wz[i] = z
-                wd[i] = lp_take - lp_not
-                wa[i] = -abs(lp_take - lp_not)
-                whi[i] = max(lp_take, lp_not)
+            a, z = wsp[s], wsp[s + 1]
+            _window_terms(wpos[a:z], wy[a:z], wld[a:z], mu[a:z], log_p, log_q, isig[s],
+                          -HALF_LOG_2PI - x[off[SIGMA] + s], wz[a:z], wd[a:z], wa[a:z], whi[a:z])
         wt = np.empty(nw)
         vexp(wa, wt)
         wl = np.empty(nw)
@@ -477,31 +517,19 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
         dmu = np.empty(nw)
         rtk = np.empty(nw)  # ww * P(taken | paid on that day): the cell's d/dlogit is rtk - ww * p
         for s in range(S):
-            g = isig[s]
-            acc_lp = 0.0
-            acc_ls = 0.0
-            for i in range(wsp[s], wsp[s + 1]):
-                # log(e^a + e^b) and the weight e^a / (e^a + e^b)
-                t = wt[i]
-                acc_lp += ww[i] * (whi[i] + wl[i])
-                r_take = (1.0 if wd[i] > 0 else t) / (1.0 + t)
-                r_not = 1.0 - r_take
-                z = wz[i]
-                rtk[i] = ww[i] * r_take
-                dmu[i] = ww[i] * r_not * z * g
-                acc_ls += ww[i] * r_not * (z * z - 1.0)
+            a, z = wsp[s], wsp[s + 1]
+            acc_lp, acc_ls = _window_back(ww[a:z], wt[a:z], wl[a:z], whi[a:z], wd[a:z], wz[a:z], isig[s],
+                                          rtk[a:z], dmu[a:z])
             lp += acc_lp
             dls[s] += acc_ls
         i = 0
-        while i < nw:  # d/dlogit: r_take (1 - p) + r_not (-p) = r_take - p, summed over the customer's cells
+        while i < nw:  # d/dlogit = r_take - p per invoice, summed over the customer's run of cells
             o = wpos[i]
             acc = 0.0
-            acc_w = 0.0
             while i < nw and wpos[i] == o:
-                acc += rtk[i]
-                acc_w += ww[i]
+                acc += rtk[i] - ww[i] * pr[o]
                 i += 1
-            dlogit[o] += acc - acc_w * pr[o]
+            dlogit[o] += acc
         _cells_back(dmu, Xw, wc, wsp, dE, dB)
         for o in range(n_off):
             grad[off[KSEG] + seg[ocust[o]]] += dlogit[o]
@@ -711,10 +739,10 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
     # cells (vectorised), and consecutive cells share a customer's values
     def order(cust):
         o = np.lexsort((inv[cust], seg[cust]))
-        return o, _i(seg[cust][o]), _i(np.searchsorted(seg[cust][o], np.arange(S + 1)))
+        return o, _i(np.searchsorted(seg[cust][o], np.arange(S + 1)))
 
-    co, cseg, csp = order(d.cens_cust)
-    wo, wseg, wsp = order(win)
+    co, csp = order(d.cens_cust)
+    wo, wsp = order(win)
 
     def cols(X, o):  # design rows as columns, (K, n)
         return _f(X.reshape(-1, K)[o].T)
@@ -723,8 +751,8 @@ def make_delay_logp(d, model, min_centred: int) -> DelayLogp:
             _f(d.xbar[perm].T), _f(mk[perm].T), _i(eidx[perm]), _i(cent[perm]), _i(small[perm]), len(elig),
             _f(st["G_ss"]), _f(st["h_s"]), _f(st["q_s"]), _f(st["n_s"]), _f(st["G_sj"][perm].transpose(1, 2, 0)),
             _f(st["G_jj"][perm].transpose(1, 2, 0)), _f(st["h_j"][perm].T),
-            cols(d.Xc, co), _i(inv[d.cens_cust[co]]), cseg, csp, _f(d.cens_log_age[co]), _f(d.cens_w[co]),
-            _i(opos[win[wo]]), _i(inv[offered_c]), _f(nlate), cols(d.win_X, wo), _i(inv[win[wo]]), wseg, wsp,
+            cols(d.Xc, co), _i(inv[d.cens_cust[co]]), csp, _f(d.cens_log_age[co]), _f(d.cens_w[co]),
+            _i(opos[win[wo]]), _i(inv[offered_c]), _f(nlate), cols(d.win_X, wo), _i(inv[win[wo]]), wsp,
             _f(d.win_y[wo]), _f(d.win_log_d[wo]), _f(d.win_w[wo]))
     rv_dims = {v.name: tuple(model.named_vars_to_dims.get(v.name) or ()) for v in model.free_RVs}
     coords = {k: list(v) for k, v in model.coords.items()}
@@ -749,7 +777,7 @@ def _address_as_void_pointer(typingctx, src):
 # the arrays the C callbacks read, in order, with their dtype and number of dimensions: the
 # kernel's data arguments (``DelayLogp.offsets`` then ``DelayLogp.args``, the scalar n_elig as a
 # 1-element array) and the expand callback's mask of log-transformed parameters
-_C_ARGS = "i1 i1 i1 i1 i1 b1 b1 f2 f2 i1 i1 i1 i1 f3 f2 f1 f1 f3 f3 f2 f2 i1 i1 i1 f1 f1 i1 i1 f1 f2 i1 i1 i1 f1 f1 f1 b1".split()
+_C_ARGS = "i1 i1 i1 i1 i1 b1 b1 f2 f2 i1 i1 i1 i1 f3 f2 f1 f1 f3 f3 f2 f2 i1 i1 f1 f1 i1 i1 f1 f2 i1 i1 f1 f1 f1 b1".split()
 _C_DTYPES = {"i": np.int64, "f": np.float64, "b": np.bool_}
 
 
@@ -801,9 +829,9 @@ def _logp_c(dim, x_, out_, logp_, user_data_):
     out = numba.carray(out_, (dim,))
     lp = logp_grad(x, out, _i1(h, 0), _i1(h, 1), _i1(h, 2), _i1(h, 3), _i1(h, 4), _b1(h, 5), _b1(h, 6), _f2(h, 7),
                    _f2(h, 8), _i1(h, 9), _i1(h, 10), _i1(h, 11), _i1(h, 12)[0], _f3(h, 13), _f2(h, 14), _f1(h, 15),
-                   _f1(h, 16), _f3(h, 17), _f3(h, 18), _f2(h, 19), _f2(h, 20), _i1(h, 21), _i1(h, 22), _i1(h, 23),
-                   _f1(h, 24), _f1(h, 25), _i1(h, 26), _i1(h, 27), _f1(h, 28), _f2(h, 29), _i1(h, 30), _i1(h, 31),
-                   _i1(h, 32), _f1(h, 33), _f1(h, 34), _f1(h, 35))
+                   _f1(h, 16), _f3(h, 17), _f3(h, 18), _f2(h, 19), _f2(h, 20), _i1(h, 21), _i1(h, 22), _f1(h, 23),
+                   _f1(h, 24), _i1(h, 25), _i1(h, 26), _f1(h, 27), _f2(h, 28), _i1(h, 29), _i1(h, 30), _f1(h, 31),
+                   _f1(h, 32), _f1(h, 33))
     logp_[0] = lp
     if not np.isfinite(lp):
         return 4
@@ -820,7 +848,7 @@ def _expand_c(dim, n_expanded, x_, out_, user_data_):
     h = numba.carray(user_data_, (_N_HEADER,), np.int64)
     x = numba.carray(x_, (dim,))
     out = numba.carray(out_, (n_expanded,))
-    log_mask = _b1(h, 36)
+    log_mask = _b1(h, 34)
     for i in range(dim):
         out[i] = math.exp(x[i]) if log_mask[i] else x[i]
     return 0
