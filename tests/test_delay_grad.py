@@ -23,7 +23,16 @@ from arresearch.models.delay import (
     build_delay_model,
     prepare_delay_data,
 )
-from arresearch.models.delay_grad import compile_for_nutpie, make_delay_logp, vexp, vlog, vlog1p_unit, vlog_erfc
+from arresearch.models.delay_grad import (
+    SIGMA,
+    _zero_if_finite,
+    compile_for_nutpie,
+    make_delay_logp,
+    vexp,
+    vlog,
+    vlog1p_unit,
+    vlog_erfc,
+)
 
 
 def _call_c_callbacks(compiled, x):
@@ -83,6 +92,23 @@ def test_logp_and_gradient_equal_pymc(ledger_small, delay_data, hurdle):
             logs = np.concatenate([np.full(int(np.prod(sh)), n.endswith("_log__")) for n, sh in zip(
                 L.names, L.shapes, strict=True)])
             np.testing.assert_allclose(expanded, np.where(logs, np.exp(x), x), rtol=1e-15, err_msg=name)
+
+
+def test_c_callback_reports_non_finite_values(delay_data):
+    """nutpie's error codes: 4 for a non-finite log density, 3 for a non-finite gradient."""
+    model = build_delay_model(delay_data)
+    L = make_delay_logp(delay_data, model, CENTRED_MIN_INVOICES)
+    compiled = compile_for_nutpie(L)
+    dbl = ctypes.POINTER(ctypes.c_double)
+    x = L.initial.copy()
+    x[L.offsets[SIGMA]] = -800.0  # log sigma of the first segment: sigma = 0, the log density is not finite
+    grad, lp = np.empty_like(x), np.zeros(1)
+    rc = compiled.compiled_logp_func.ctypes(len(x), x.ctypes.data_as(dbl), grad.ctypes.data_as(dbl),
+                                            lp.ctypes.data_as(dbl), ctypes.c_void_p(compiled.user_data.ctypes.data))
+    assert rc == 4 and not np.isfinite(lp[0])
+    assert _zero_if_finite(np.arange(5.0)) == 0.0
+    for bad in (np.inf, -np.inf, np.nan):
+        assert np.isnan(_zero_if_finite(np.array([1.0, bad, 2.0])))
 
 
 def test_deterministics_equal_pymc(delay_data):

@@ -191,6 +191,16 @@ def _axpy(alpha, xv, out):
         out[i] += alpha * xv[i]
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, inline="always")
+def _axpy_dot(alpha, xv, yv, out):
+    """out += alpha * xv, returning xv . yv, in one pass over xv."""
+    acc = 0.0
+    for i in range(out.shape[0]):
+        out[i] += alpha * xv[i]
+        acc += xv[i] * yv[i]
+    return acc
+
+
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _cells_mu(E, B, XT, cc, sptr, mu):
     """Linear predictor of cells: ``XT`` (K, n) holds their design rows as columns, sorted by segment
@@ -407,7 +417,6 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
     # ---------------- paid invoices: Gaussian sufficient statistics on the segment/customer split
     # SS_s = q - 2 B'h + B'G B (segment part) + sum over the segment's customers of
     #        E'Gjj E - 2 E'hj + 2 E'Gjs B;  logp = -n log sigma - SS / (2 sigma^2)
-    r = np.empty(C)
     dd = np.empty(C)
     for s in range(S):
         a, b = cptr[s], cptr[s + 1]
@@ -420,26 +429,25 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
                 gb += Gss[s, p, p2] * B[s, p2]
             ss += B[s, p] * (gb - 2.0 * Hs[s, p])
             dBs[p] = 2.0 * gb - 2.0 * Hs[s, p]
-        rs, ds = r[a:b], dd[a:b]
-        for ai in range(3):
+        ds = dd[a:b]
+        e0, e1, e2 = ET[0, a:b], ET[1, a:b], ET[2, a:b]
+        h2v = -0.5 / v
+        for ai in range(3):  # (passes fused: the customers' arrays are read once or twice, not 3 + 2 P times)
             e = ET[ai, a:b]
-            for i in range(b - a):
-                rs[i] = 0.0
-            for bi in range(3):
-                ebi = ET[bi, a:b]
-                g = GjjT[ai, bi, a:b]
-                for i in range(b - a):
-                    rs[i] += g[i] * ebi[i]
+            g0, g1, g2 = GjjT[ai, 0, a:b], GjjT[ai, 1, a:b], GjjT[ai, 2, a:b]
             h = hjT[ai, a:b]
+            acc = 0.0
             for i in range(b - a):
-                ds[i] = 2.0 * rs[i] - 2.0 * h[i]
+                rs = g0[i] * e0[i] + g1[i] * e1[i] + g2[i] * e2[i]  # (Gjj E)_ai
+                ds[i] = 2.0 * rs - 2.0 * h[i]
+                acc -= e[i] * rs
             for p in range(P):
-                _axpy(2.0 * B[s, p], GjsT[p, ai, a:b], ds)
-                dBs[p] += 2.0 * _dot(GjsT[p, ai, a:b], e)
-            ss += _dot(e, ds) - _dot(e, rs)
+                dBs[p] += 2.0 * _axpy_dot(2.0 * B[s, p], GjsT[p, ai, a:b], e, ds)
             de = dE[ai, a:b]
             for i in range(b - a):
-                de[i] = -ds[i] / (2.0 * v)
+                acc += e[i] * ds[i]
+                de[i] = ds[i] * h2v
+            ss += acc
         lp += -Ns[s] * x[off[SIGMA] + s] - ss / (2.0 * v)
         dls[s] += -Ns[s] + ss / v
         for p in range(P):
@@ -537,25 +545,28 @@ def logp_grad(x, grad, off, seg, cptr, bidx, bstride, mfree, chfree, xbarT, mkT,
             grad[off[TAUV]] += dlogit[o] * x[off[KZ] + o] * tau_v
 
     # ---------------- customer effects: theta prior, then E -> theta, shift, seasonal terms
-    dlevel = np.zeros(C)
-    dlt = np.zeros(S)  # d/dlog tau
+    dlevel = np.empty(C)
+    dlt = np.empty(S)  # d/dlog tau
     ta = np.empty(C)  # the Student-t terms' log arguments
-    for c in range(C):
-        s = seg[c]
-        dth = dE[0, c]
-        if cent[c] >= 0:
-            ta[c], gx, gls = _student(theta[c], level[c], tau[s])
-            lp += T_CONST - x[off[TAU] + s]
-            grad[off[THC] + cent[c]] += dth + gx
-            dlevel[c] -= gx
-            dlt[s] += gls
-        else:
-            z = x[off[THZ] + small[c]]
-            ta[c], gx, _ = _student(z, 0.0, 1.0)
-            lp += T_CONST
-            grad[off[THZ] + small[c]] += gx + dth * tau[s]
-            dlevel[c] += dth
-            dlt[s] += dth * z * tau[s]
+    for s in range(S):  # per segment: tau and the sums over the segment's customers stay in registers
+        ts = tau[s]
+        acc_t = 0.0
+        for c in range(cptr[s], cptr[s + 1]):
+            dth = dE[0, c]
+            if cent[c] >= 0:
+                ta[c], gx, gls = _student(theta[c], level[c], ts)
+                lp -= x[off[TAU] + s]  # the centred prior's -log tau
+                grad[off[THC] + cent[c]] += dth + gx
+                dlevel[c] = -gx
+                acc_t += gls
+            else:
+                z = x[off[THZ] + small[c]]
+                ta[c], gx, _ = _student(z, 0.0, 1.0)
+                grad[off[THZ] + small[c]] += gx + dth * ts
+                dlevel[c] = dth
+                acc_t += dth * z * ts
+        dlt[s] = acc_t
+    lp += C * T_CONST
     lp -= 0.5 * (NU + 1) * _sum_log(ta)
     # E0 = theta - shift + log 30 and level = alpha + shift + mundlak: d/dshift = dlevel - dE0
     dsh = dlevel - dE[0]
@@ -820,6 +831,15 @@ def _f3(h, k):
 _N_HEADER = 4 * len(_C_ARGS)
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _zero_if_finite(v):
+    """0 when every value is finite, nan otherwise (one vectorised pass; an early-exit loop is not)."""
+    acc = 0.0
+    for i in range(v.shape[0]):
+        acc += v[i] * 0.0
+    return acc
+
+
 @numba.cfunc(types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
                          types.CPointer(types.double), types.voidptr), cache=True, error_model="numpy")
 def _logp_c(dim, x_, out_, logp_, user_data_):
@@ -835,10 +855,8 @@ def _logp_c(dim, x_, out_, logp_, user_data_):
     logp_[0] = lp
     if not np.isfinite(lp):
         return 4
-    for i in range(dim):
-        if not np.isfinite(out[i]):
-            return 3
-    return 0
+    return 0 if np.isfinite(_zero_if_finite(out)) else 3
+
 
 
 @numba.cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
