@@ -51,7 +51,7 @@ backtest: $(STAMP) $(DEMO)/invoices.csv ## score past predictions against baseli
 	@$(AR) backtest $(if $(ORIGINS),--origins $(ORIGINS)) $(if $(INVOICES),--invoices $(INVOICES)) \
 		$(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(MAPPING),--mapping $(MAPPING))
 
-bench: $(STAMP) ## benchmarks: delay model vs per-invoice version, scaling 10k-1M, report timings (~12 min)
+bench: $(STAMP) ## benchmarks: delay model vs per-invoice version, scaling 10k-1M, report timings (~18 min)
 	@$(PY) benchmarks/bench.py $(SECTIONS)
 
 test: $(STAMP) ## run the test suite (unit, statistical recovery, notebooks)

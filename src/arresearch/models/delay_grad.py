@@ -3,7 +3,7 @@
 :func:`arresearch.models.delay.build_delay_model` is the model's specification (PyMC); this
 module computes the same log density (every constant included) and its gradient on the same
 unconstrained parameters, and :func:`compile_for_nutpie` hands them to nutpie as C callbacks.
-On the demo ledger a gradient costs ~0.16 ms instead of ~0.57 ms for the graph PyTensor derives
+On the demo ledger a gradient costs ~0.12 ms instead of ~0.57 ms for the graph PyTensor derives
 from the PyMC model, its compilation is cached on disk by numba (PyTensor's ~25 s compile was paid
 on every fit), and no Python runs per gradient. ``tests/test_delay_grad.py`` checks that both
 give the same log density and gradient at random points, for each shape the model takes (shared
