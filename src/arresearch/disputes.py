@@ -29,7 +29,15 @@ import xarray as xr
 from scipy.special import ndtr, ndtri
 
 from .ledger import as_of_of
-from .models.sampling import Diagnostics, FitSettings, cache_key, check_convergence, data_hash, sample_cached
+from .models.sampling import (
+    Diagnostics,
+    FitSettings,
+    cache_key,
+    check_convergence,
+    compile_pymc,
+    data_hash,
+    sample_cached,
+)
 
 __all__ = ["DisputeData", "DisputeFit", "prepare_dispute_data", "build_dispute_model", "fit_disputes",
            "disputes_by_segment", "disputes_by_reason", "dispute_customers", "open_disputes", "dispute_effect",
@@ -147,8 +155,8 @@ def fit_disputes(ledger: pd.DataFrame, settings: FitSettings | None = None, allo
     d = prepare_dispute_data(ledger)
     key = cache_key("disputes", MODEL_VERSION, d.digest(), str(d.as_of.date()), settings)
     t0 = time.perf_counter()
-    idata, seconds, cached = sample_cached(lambda: build_dispute_model(d), key, settings, CACHE_DIR if cache else None,
-                                           progress)
+    idata, seconds, cached = sample_cached(lambda: compile_pymc(build_dispute_model(d)), key, settings,
+                                           CACHE_DIR if cache else None, progress)
     post = idata["posterior"].dataset
     q = {k: post[k] for k in ("rate_seg", "p_dispute", "res_reason", "res_sigma")}
     diag = check_convergence(q, idata["sample_stats"].dataset if "sample_stats" in idata.children else None)

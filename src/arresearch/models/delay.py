@@ -762,8 +762,7 @@ def fit_delay(ledger: pd.DataFrame, settings: FitSettings | None = None, *, hurd
 
         return compile_for_nutpie(make_delay_logp(d, build_delay_model(d), CENTRED_MIN_INVOICES))
 
-    idata, seconds, cached = sample_cached(None, key, settings, CACHE_DIR if cache else None, progress,
-                                           compile_model=compile_model,
+    idata, seconds, cached = sample_cached(compile_model, key, settings, CACHE_DIR if cache else None, progress,
                                            complete_posterior=lambda post: add_deterministics(post, d))
     t_fit = time.perf_counter() - t1
 

@@ -27,7 +27,7 @@ from arviz_stats.base import array_stats
 from ..config import CACHE_DIR
 
 __all__ = ["FitSettings", "ConvergenceError", "Diagnostics", "check_convergence", "data_hash",
-           "cache_key", "sample_cached"]
+           "cache_key", "compile_pymc", "sample_cached"]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
@@ -137,16 +137,21 @@ def cache_key(model_name: str, model_version: str, data_digest: str, as_of: str,
     return f"{model_name}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
 
 
-def sample_cached(build_model, key: str, settings: FitSettings, cache_dir: Path | None = CACHE_DIR,
-                  progress: bool = True, *, compile_model=None,
-                  complete_posterior=None) -> tuple[xr.DataTree, float, bool]:
-    """Sample the model ``build_model()`` returns with nutpie, or load the cached posterior under ``key``.
+def compile_pymc(model):
+    """The PyMC ``model`` compiled by nutpie (for :func:`sample_cached`)."""
+    import nutpie
 
-    The model is only built when it is sampled (building the payment-delay model takes seconds,
-    and every notebook of a report loads the same cached fit). ``compile_model()``, when given,
-    returns the nutpie model to sample instead of compiling ``build_model()``'s, and
-    ``complete_posterior(posterior)`` adds what it does not store (deterministic values) before
-    the fit is cached.
+    return nutpie.compile_pymc_model(model)
+
+
+def sample_cached(compile_model, key: str, settings: FitSettings, cache_dir: Path | None = CACHE_DIR,
+                  progress: bool = True, *, complete_posterior=None) -> tuple[xr.DataTree, float, bool]:
+    """Sample the nutpie model ``compile_model()`` returns, or load the cached posterior under ``key``.
+
+    The model is only built and compiled when it is sampled (building the payment-delay model takes
+    seconds, and every notebook of a report loads the same cached fit): pass a callable, e.g.
+    ``lambda: compile_pymc(build_model())`` for a PyMC model. ``complete_posterior(posterior)``, when
+    given, adds what the sampler does not store (deterministic values) before the fit is cached.
 
     Returns
     -------
@@ -161,7 +166,7 @@ def sample_cached(build_model, key: str, settings: FitSettings, cache_dir: Path 
         idata = xr.open_datatree(path, engine="h5netcdf").load()
         return idata, time.perf_counter() - t0, True
     t0 = time.perf_counter()
-    compiled = compile_model() if compile_model is not None else nutpie.compile_pymc_model(build_model())
+    compiled = compile_model()
     t1 = time.perf_counter()
     idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                           seed=settings.seed, target_accept=settings.target_accept, progress_bar=progress,
