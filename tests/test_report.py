@@ -122,3 +122,30 @@ def test_backtest_appendix_reads_latest_metrics(tmp_path):
                   "mae_days": [9.5], "coverage_80": [0.8]}).to_csv(p, index=False)
     html_ = _backtest_section(p)
     assert "0.812" in html_ and "&lt;b&gt;bayes&lt;/b&gt;" in html_
+
+
+def test_disputes_section_reads_as_rates_and_days():
+    """Rates as percentages with their interval, amounts without decimals, the delay a dispute adds, escaped."""
+    from arresearch.report import _disputes_section
+
+    seg = pd.DataFrame({"segment": ["<i>retail</i>", "wholesale"], "dispute_rate": [0.0321, 0.052],
+                        "dispute_rate_q05": [0.029, 0.048], "dispute_rate_q95": [0.034, 0.055],
+                        "open_disputes": [17, 24], "open_dispute_amount": [49890.63, 122092.09],
+                        "dispute_effect_days": [8.266, float("nan")]})
+    od = pd.DataFrame({"invoice_id": ["I1"], "customer_id": ["C1"], "dispute_reason": ["pricing"], "amount": [1223.79],
+                       "dispute_opened_date": [pd.Timestamp("2025-04-01")],
+                       "expected_resolution_date": [pd.Timestamp("2026-01-31")]})
+    html_ = _disputes_section(seg, od)
+    assert "3.2% [2.9%, 3.4%]" in html_ and "49,891" in html_ and "+8.3" in html_
+    assert "&lt;i&gt;retail&lt;/i&gt;" in html_ and "<i>" not in html_
+    assert "1 disputes open" in html_ and "2025-04-01" in html_
+
+
+def test_aging_share_shown_as_percentage():
+    from arresearch.report import _aging_display
+
+    ag = pd.DataFrame({"bucket": ["current", "1-30"], "count": [3, 1], "amount": [750.0, 250.0],
+                       "share_of_amount": [0.75, 0.25]})
+    shown = _aging_display(ag)
+    assert list(shown["share_of_amount"]) == ["75.0%", "25.0%"]
+    assert ag["share_of_amount"].tolist() == [0.75, 0.25]  # the table itself (and its CSV) keeps the numbers

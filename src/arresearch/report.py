@@ -241,11 +241,14 @@ def build_report(month=None, invoices=None, customers=None, mapping=None, config
     return final
 
 
+def _interval(r, a: str, lo: str, hi: str, fmt: str) -> str:
+    """``value [lo, hi]`` from the columns ``a``, ``lo``, ``hi`` of row ``r``; empty where the value is missing."""
+    return "" if pd.isna(r[a]) else f"{fmt.format(r[a])} [{fmt.format(r[lo])}, {fmt.format(r[hi])}]"
+
+
 def _discount_section(seg: pd.DataFrame, assumptions) -> str:
     """The executive summary's discount table: one line per segment, with its evidence and probability."""
-    def rng(r, a, lo, hi, fmt):
-        return "" if pd.isna(r[a]) else f"{fmt.format(r[a])} [{fmt.format(r[lo])}, {fmt.format(r[hi])}]"
-
+    rng = _interval
     rows = pd.DataFrame({
         "segment": seg["segment"], "recommendation": seg["recommendation"].str.upper(),
         "P(net value > 0)": seg["p_net_positive"].round(2), "evidence": seg["evidence"],
@@ -281,13 +284,28 @@ def _methods_section(pm_: pd.DataFrame, sc: pd.DataFrame) -> str:
             f"<p>Customers where a switch of payment method is worth most per year:</p>{_table(top)}")
 
 
+def _aging_display(ag: pd.DataFrame) -> pd.DataFrame:
+    """The aging table as a manager reads it: the share of the amount as a percentage."""
+    out = ag.copy()
+    if "share_of_amount" in out:
+        out["share_of_amount"] = [f"{v:.1%}" for v in out["share_of_amount"]]
+    return out
+
+
 def _disputes_section(seg: pd.DataFrame, od: pd.DataFrame) -> str:
-    cols = ["segment", "dispute_rate", "dispute_rate_q05", "dispute_rate_q95", "open_disputes", "open_dispute_amount"]
+    """Dispute rate per segment with its interval, open disputes, and what a dispute does to payment."""
+    rows = pd.DataFrame({
+        "segment": seg["segment"],
+        "dispute rate [90%]": [_interval(r, "dispute_rate", "dispute_rate_q05", "dispute_rate_q95", "{:.1%}")
+                               for _, r in seg.iterrows()],
+        "open disputes": seg["open_disputes"].astype(int),
+        "open amount": [f"{v:,.0f}" for v in seg["open_dispute_amount"]],
+    })
     if "dispute_effect_days" in seg:
-        cols.append("dispute_effect_days")
+        rows["days a dispute adds"] = [f"{v:+.1f}" if pd.notna(v) else "" for v in seg["dispute_effect_days"]]
     oldest = od.head(5)[["invoice_id", "customer_id", "dispute_reason", "amount", "dispute_opened_date",
                          "expected_resolution_date"]] if len(od) else pd.DataFrame()
-    return (f"{_table(seg[cols], '{:,.3f}')}<p>{len(od):,} disputes open, {od['amount'].sum():,.0f} in open amount. "
+    return (f"{_table(rows)}<p>{len(od):,} disputes open, {od['amount'].sum():,.0f} in open amount. "
             f"Oldest:</p>{_table(oldest)}")
 
 
@@ -350,7 +368,7 @@ Quarantined rows with their reasons: <a href="data/quarantine.csv">data/quaranti
 <h3>Payment methods</h3>{_methods_section(tables['payment_methods'], tables['switch_candidates'])}
 <h3>Disputes</h3>{_disputes_section(tables['disputes_by_segment'], tables['open_disputes'])}
 <h2>KPI trend</h2><img alt="KPI trend" src="{plots.to_data_uri(plots.kpi_trend_plot(trend))}">
-<h2>Aging at month end</h2><img alt="aging" src="{plots.to_data_uri(plots.aging_plot(ag))}">{_table(ag)}
+<h2>Aging at month end</h2><img alt="aging" src="{plots.to_data_uri(plots.aging_plot(ag))}">{_table(_aging_display(ag))}
 <h2>Routinely late customers</h2><img alt="late risk" src="{plots.to_data_uri(plots.risk_plot(tables['customer_risk']))}">
 <h2>Analyses</h2><ul>{links}</ul>
 <h2>Appendix</h2>
