@@ -43,6 +43,9 @@ def test_files_written(built):
         assert (out / f).is_file(), f
     assert out.name == "2025-02"  # the latest complete month of a 14-month ledger from 2024-01
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    # the run parameters name the published data folder, not the staging folder the notebooks ran in
+    index = (out / "index.html").read_text()
+    assert str((out / "notebooks" / "data").resolve()) in index and f"/.{out.name}-" not in index
 
 
 def test_summary_numbers_match_kpi_functions(built):

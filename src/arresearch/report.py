@@ -220,9 +220,10 @@ def build_report(month=None, invoices=None, customers=None, mapping=None, config
                     pages[name] = futures[name].result()
         current = "index.html"
         with step("writing index.html"):
+            # the notebooks ran in the staging folder; the page names where their data will be once published
+            shown = {**params, "out_dir": str((final / "notebooks" / "data").resolve())}
             _write_index(tmp, month, loaded, fit, {**tables, **inc, **meth, **disp}, trend, ag, fc, wl, pages,
-                         assumptions, params, dfit.diagnostics,
-                         time.perf_counter() - t_start)
+                         assumptions, shown, dfit.diagnostics, time.perf_counter() - t_start)
     except DataError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
