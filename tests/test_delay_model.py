@@ -21,6 +21,7 @@ from arresearch.models.delay import (
     fit_delay,
     open_invoice_forecast,
     prepare_delay_data,
+    prior_predictive_days,
     seasonal_payers,
 )
 from arresearch.models.sampling import FitSettings, check_convergence
@@ -180,3 +181,17 @@ def test_fit_rejects_prepared_data_of_another_likelihood(ledger_small):
     """``fit_delay(data=...)`` uses prepared data as is, so data prepared without the hurdle cannot feed a hurdle fit."""
     with pytest.raises(ValueError, match="hurdle=False"):
         fit_delay(ledger_small, data=prepare_delay_data(ledger_small, hurdle=False), cache=False)
+
+
+def test_prior_predictive_is_plausible_and_quiet(ledger_small):
+    """Days simulated from the priors cover a few days to several months, not years; and the call adds no
+    warning to the notebook (the likelihood's Potentials are ignored on purpose)."""
+    import warnings
+
+    d = prepare_delay_data(ledger_small)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        days = prior_predictive_days(d, draws=100)
+    assert not [w for w in caught if "Potentials" in str(w.message)]
+    q05, q50, q95 = np.percentile(days, [5, 50, 95])
+    assert 1 <= q05 <= 20 and 20 <= q50 <= 90 and 60 <= q95 <= 730, (q05, q50, q95)

@@ -31,7 +31,9 @@ Open invoices are right-censored at their age: log P(T > age).
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1008,9 +1010,18 @@ def prior_predictive_days(d: DelayData, draws: int = 200, n_invoices: int = 2000
     import pymc as pm
 
     rng = np.random.default_rng(seed)
-    with build_delay_model(d):
-        names = [v for v in _PARAMS + ["sigma"]]
-        prior = pm.sample_prior_predictive(draws=draws, var_names=names, random_seed=seed)
+    log = logging.getLogger("pymc")
+    level = log.level
+    with build_delay_model(d), warnings.catch_warnings():
+        # the likelihood terms are Potentials, which prior sampling ignores: intended, the parameters are drawn
+        # from their priors and the days simulated below (so neither that warning nor the list of sampled
+        # variables goes into the report's pages)
+        warnings.filterwarnings("ignore", message="The effect of Potentials", category=UserWarning)
+        log.setLevel(logging.WARNING)
+        try:
+            prior = pm.sample_prior_predictive(draws=draws, var_names=_PARAMS + ["sigma"], random_seed=seed)
+        finally:
+            log.setLevel(level)
     ds = prior["prior"].dataset if hasattr(prior, "children") else prior.prior
     b, sig = coef_draws(ds, d)
     rows = rng.choice(len(d.X), size=min(n_invoices, len(d.X)), replace=False)
