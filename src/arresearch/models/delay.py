@@ -112,6 +112,11 @@ class DelayData:
     taken: np.ndarray
     offered: np.ndarray
     discount_days: np.ndarray
+    # which term each invoice enters (before cells are merged): the log-normal (paid, not inside a taken
+    # discount window), right-censored (open), an offer not taken (decided: paid or open past its window)
+    in_lognormal: np.ndarray
+    censored: np.ndarray
+    not_taken: np.ndarray
     next_X: np.ndarray  # the customer's "next invoice" design row
     next_terms: np.ndarray
     xbar: np.ndarray  # (C, K) customer means of the design columns (column 0 is 0)
@@ -214,22 +219,23 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True,
     np.add.at(q, cn, yn ** 2)
 
     age = df["age_days"].to_numpy(float)
-    cens = is_open & (age >= 1) & ~stopped[inv_cust]
+    censored = is_open & (age >= 1) & ~stopped[inv_cust]
     if hurdle:
         # an offered invoice still inside its discount window may yet be taken: leave it out
-        cens &= ~(offered & (age <= ddays))
+        censored &= ~(offered & (age <= ddays))
     # a disputed invoice is not paid inside the discount window: take-up is learnt from undisputed offers.
     # An undisputed offered invoice paid inside the window was either taken or paid early anyway (the
     # take-up mixture, per invoice); one paid after the window or still open past it was not taken.
-    n_offered = np.bincount(inv_cust[offered & ~disputed & (~is_open | (age > ddays))], minlength=C).astype(float)
+    decided = offered & ~disputed & (~is_open | (age > ddays))
+    n_offered = np.bincount(inv_cust[decided], minlength=C).astype(float)
     n_taken = np.bincount(inv_cust[taken], minlength=C).astype(float)
     win = np.flatnonzero(taken) if hurdle else np.zeros(0, int)
     # invoices that enter one by one (open ones, those paid inside a discount window) are merged into
     # cells of identical (customer, design row, outcome) with a count: exact, and on long ledgers
     # (many invoices per customer and day) it shrinks those terms severalfold
-    cens_rows, cens_w = _cells(inv_cust[cens], X[cens], np.log(age[cens]))
+    cens_rows, cens_w = _cells(inv_cust[censored], X[censored], np.log(age[censored]))
     win_rows, win_w = _cells(inv_cust[win], X[win], y[win], np.log(np.clip(ddays[win], 1, None)))
-    cens, win = np.flatnonzero(cens)[cens_rows], win[win_rows]
+    cens, win = np.flatnonzero(censored)[cens_rows], win[win_rows]
 
     first = df.groupby("customer_id")["invoice_date"].min().reindex(customers)
     span = (as_of - first).dt.days.to_numpy()
@@ -259,7 +265,8 @@ def prepare_delay_data(ledger: pd.DataFrame, hurdle: bool = True,
         n_offered=n_offered, n_taken=n_taken, win_X=X[win], win_cust=inv_cust[win], win_y=y[win],
         win_log_d=np.log(np.clip(ddays[win], 1, None)), win_w=win_w,
         season_eligible=season_eligible, stopped=stopped, hurdle=hurdle, X=X, inv_cust=inv_cust, y=y,
-        taken=taken, offered=offered, discount_days=ddays, next_X=next_X,
+        taken=taken, offered=offered, discount_days=ddays, in_lognormal=in_normal, censored=censored,
+        not_taken=decided & ~taken, next_X=next_X,
         next_terms=usual["terms_days"].to_numpy(float), ledger=ledger,
     )
 
@@ -448,7 +455,7 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
         b0 = pt.concatenate([E[:, :1], B[seg], E[:, 1:]], axis=1)  # (C, K) in design order, for tests and checks
         model.delay_coefs = b0
         if per_invoice == "paid":
-            rows = np.flatnonzero(~np.isnan(d.y) & ~(d.hurdle & d.taken))
+            rows = np.flatnonzero(d.in_lognormal)
             ci = d.inv_cust[rows]
             pm.Normal("paid_y", mu=(d.X[rows] * b0[ci]).sum(axis=1), sigma=sigma[seg[ci]], observed=d.y[rows])
         elif per_invoice is None:
@@ -496,50 +503,39 @@ def build_delay_model(d: DelayData, min_centred: int = CENTRED_MIN_INVOICES, per
                         mix = hi + pt.log1p(pt.exp(-pt.abs(lp_take - lp_not)))
                         pm.Potential("paid_in_window", (d.win_w * mix).sum())
         if per_invoice == "all":
-            _per_invoice_likelihood(pm, pt, d, b0, sigma, model)
+            takeup = (logit, offered_c) if d.hurdle and len(offered_c) else None
+            _per_invoice_likelihood(pm, d, b0, sigma, takeup)
     return model
 
 
-def _per_invoice_likelihood(pm, pt, d: DelayData, b0, sigma, model) -> None:
+def _per_invoice_likelihood(pm, d: DelayData, b0, sigma, takeup) -> None:
     """Every invoice its own likelihood term (``build_delay_model(per_invoice="all")``, benchmark only).
 
     The same terms as the project's likelihood, invoice by invoice: a paid invoice outside the take-up
     mixture contributes its log-normal density, an open one log P(T > age) (one ``pm.Censored``
     over both), an offered invoice not paid inside its window log P(not taken), and one paid inside
-    it the two-part mixture.
+    it the two-part mixture. ``takeup`` is (take-up logit of the offered customers, their indices), or None.
     """
     seg = d.cust_seg
-    led = d.ledger
-    age = led["age_days"].to_numpy(float)
-    is_open = led["is_open"].to_numpy(bool)
-    # the same invoices as prepare_delay_data's terms
-    cens = is_open & (age >= 1) & ~d.stopped[d.inv_cust]
-    if d.hurdle:
-        cens &= ~(d.offered & (age <= d.discount_days))
-    paid = ~np.isnan(d.y) & ~(d.hurdle & d.taken)
-    rows = np.flatnonzero(paid | cens)
+    rows = np.flatnonzero(d.in_lognormal | d.censored)
     ci = d.inv_cust[rows]
-    upper = np.where(paid[rows], np.inf, np.log(np.clip(age[rows], 1, None)))
-    observed = np.where(paid[rows], d.y[rows], upper)
+    log_age = np.log(np.clip(d.ledger["age_days"].to_numpy(float)[rows], 1, None))
+    upper = np.where(d.in_lognormal[rows], np.inf, log_age)
+    observed = np.where(d.in_lognormal[rows], d.y[rows], upper)
     mu = (d.X[rows] * b0[ci]).sum(axis=1)
     pm.Censored("log_days", pm.Normal.dist(mu, sigma[seg[ci]]), lower=None, upper=upper, observed=observed)
-    if not d.hurdle:
+    if takeup is None:
         return
-    offered_c = np.flatnonzero(d.n_offered > 0)
-    if not len(offered_c):
-        return
-    logit = model["takeup_seg"][seg]
-    logit = pt.set_subtensor(logit[offered_c], logit[offered_c] + model["takeup_z"] * model["tau_takeup"])
-    disputed = led["disputed"].to_numpy(bool)
-    late = d.offered & ~disputed & (~is_open | (age > d.discount_days)) & ~d.taken
-    pm.Potential("not_taken", -pm.math.log1pexp(logit[d.inv_cust[late]]))
+    logit, offered_c = takeup
+    late = np.searchsorted(offered_c, d.inv_cust[d.not_taken])  # positions among the offered customers
+    pm.Potential("not_taken", -pm.math.log1pexp(logit[late]))
     w = np.flatnonzero(d.taken)
     if len(w):
         cw = d.inv_cust[w]
+        lw = logit[np.searchsorted(offered_c, cw)]
         mu_w = (d.X[w] * b0[cw]).sum(axis=1)
-        lp_take = -pm.math.log1pexp(-logit[cw]) + d.y[w] - np.log(np.clip(d.discount_days[w], 1, None))
-        lp_not = (-pm.math.log1pexp(logit[cw])
-                  + pm.logp(pm.Normal.dist(mu_w, sigma[seg[cw]]), d.y[w]))
+        lp_take = -pm.math.log1pexp(-lw) + d.y[w] - np.log(np.clip(d.discount_days[w], 1, None))
+        lp_not = -pm.math.log1pexp(lw) + pm.logp(pm.Normal.dist(mu_w, sigma[seg[cw]]), d.y[w])
         pm.Potential("paid_in_window", pm.math.logaddexp(lp_take, lp_not))
 
 
