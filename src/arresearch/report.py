@@ -249,14 +249,13 @@ def _interval(r, a: str, lo: str, hi: str, fmt: str) -> str:
 
 def _discount_section(seg: pd.DataFrame, assumptions) -> str:
     """The executive summary's discount table: one line per segment, with its evidence and probability."""
-    rng = _interval
     rows = pd.DataFrame({
         "segment": seg["segment"], "recommendation": seg["recommendation"].str.upper(),
         "P(net value > 0)": seg["p_net_positive"].round(2), "evidence": seg["evidence"],
-        "effect on days to pay [90%]": [rng(r, "effect_days", "effect_days_q05", "effect_days_q95", "{:+.1f}")
+        "effect on days to pay [90%]": [_interval(r, "effect_days", "effect_days_q05", "effect_days_q95", "{:+.1f}")
                                         for _, r in seg.iterrows()],
-        "take-up [90%]": [rng(r, "uptake", "uptake_q05", "uptake_q95", "{:.0%}") for _, r in seg.iterrows()],
-        "net value per 1,000 invoiced [90%]": [rng(r, "net_value_per_1000", "net_value_q05", "net_value_q95", "{:+.2f}")
+        "take-up [90%]": [_interval(r, "uptake", "uptake_q05", "uptake_q95", "{:.0%}") for _, r in seg.iterrows()],
+        "net value per 1,000 invoiced [90%]": [_interval(r, "net_value_per_1000", "net_value_q05", "net_value_q95", "{:+.2f}")
                                                for _, r in seg.iterrows()],
     })
     cost = seg["annualised_discount_cost"].iloc[0] if len(seg) else float("nan")
