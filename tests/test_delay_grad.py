@@ -35,18 +35,27 @@ from arresearch.models.delay_grad import (
 )
 
 
-def _call_c_callbacks(compiled, x):
-    """Call the compiled model's C log-density and expand callbacks as nutpie does."""
+def _call_logp_c(compiled, x):
+    """Call the compiled model's C log-density callback as nutpie does: (return code, log density, gradient)."""
     dbl = ctypes.POINTER(ctypes.c_double)
     x = np.ascontiguousarray(x, dtype=float)
-    grad, lp, expanded = np.empty_like(x), np.zeros(1), np.empty_like(x)
-    ud = ctypes.c_void_p(compiled.user_data.ctypes.data)
+    grad, lp = np.empty_like(x), np.zeros(1)
     rc = compiled.compiled_logp_func.ctypes(len(x), x.ctypes.data_as(dbl), grad.ctypes.data_as(dbl),
-                                            lp.ctypes.data_as(dbl), ud)
+                                            lp.ctypes.data_as(dbl), ctypes.c_void_p(compiled.user_data.ctypes.data))
+    return rc, lp[0], grad
+
+
+def _call_c_callbacks(compiled, x):
+    """Call the compiled model's C log-density and expand callbacks as nutpie does."""
+    rc, lp, grad = _call_logp_c(compiled, x)
     assert rc == 0
-    rc = compiled.compiled_expand_func.ctypes(len(x), len(x), x.ctypes.data_as(dbl), expanded.ctypes.data_as(dbl), ud)
+    dbl = ctypes.POINTER(ctypes.c_double)
+    x = np.ascontiguousarray(x, dtype=float)
+    expanded = np.empty_like(x)
+    rc = compiled.compiled_expand_func.ctypes(len(x), len(x), x.ctypes.data_as(dbl), expanded.ctypes.data_as(dbl),
+                                              ctypes.c_void_p(compiled.user_data.ctypes.data))
     assert rc == 0
-    return lp[0], grad, expanded
+    return lp, grad, expanded
 
 
 def _variants(d):
@@ -98,14 +107,10 @@ def test_c_callback_reports_non_finite_values(delay_data):
     """nutpie's error codes: 4 for a non-finite log density, 3 for a non-finite gradient."""
     model = build_delay_model(delay_data)
     L = make_delay_logp(delay_data, model, CENTRED_MIN_INVOICES)
-    compiled = compile_for_nutpie(L)
-    dbl = ctypes.POINTER(ctypes.c_double)
     x = L.initial.copy()
     x[L.offsets[SIGMA]] = -800.0  # log sigma of the first segment: sigma = 0, the log density is not finite
-    grad, lp = np.empty_like(x), np.zeros(1)
-    rc = compiled.compiled_logp_func.ctypes(len(x), x.ctypes.data_as(dbl), grad.ctypes.data_as(dbl),
-                                            lp.ctypes.data_as(dbl), ctypes.c_void_p(compiled.user_data.ctypes.data))
-    assert rc == 4 and not np.isfinite(lp[0])
+    rc, lp, _ = _call_logp_c(compile_for_nutpie(L), x)
+    assert rc == 4 and not np.isfinite(lp)
     assert _zero_if_finite(np.arange(5.0)) == 0.0
     for bad in (np.inf, -np.inf, np.nan):
         assert np.isnan(_zero_if_finite(np.array([1.0, bad, 2.0])))
